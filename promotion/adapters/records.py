@@ -1,0 +1,133 @@
+"""Promotions and decisions as flat records of strings and None, shared by the SQLite and Tables stores.
+
+Both stores keep exactly these columns/properties, so the two adapters cannot drift apart. Mappings are
+JSON strings (Tables has no nested values), and datetimes are fixed-width UTC strings: they round-trip
+microseconds exactly and sort correctly as text, which `domain.isoformat` does not guarantee (it drops
+".000000" when the microseconds are zero).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from promotion.domain import Decision, HistoryEntry, ModelRef, Outcome, Promotion, State
+
+Record = dict[str, Any]
+
+# Promotion ids become Table keys, so they must avoid what keys forbid ('/', '\', '#', '?', control
+# characters); '|' is the stores' key separator. Both stores apply the same rule so they accept the same ids.
+_PROMOTION_ID = re.compile(r"[^/\\#?|\x00-\x1f\x7f-\x9f]{1,200}")
+
+
+def is_valid_promotion_id(promotion_id: object) -> bool:
+    return isinstance(promotion_id, str) and _PROMOTION_ID.fullmatch(promotion_id) is not None
+
+
+def check_promotion_id(promotion_id: str) -> str:
+    if not is_valid_promotion_id(promotion_id):
+        raise ValueError(f"invalid promotion id {promotion_id!r}: 1-200 characters, none of / \\ # ? | or control")
+    return promotion_id
+
+
+def stamp(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        # A naive datetime would silently be taken as the machine's local time.
+        raise ValueError(f"naive datetime {moment!r}: promotions store timezone-aware datetimes only")
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_stamp(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+
+
+def model_scope(model: ModelRef | None) -> str:
+    """The key that groups a model version's decisions; "" for events too malformed to name a model."""
+    return str(model) if model else ""
+
+
+def open_model(promotion: Promotion) -> str | None:
+    """The model version an open promotion holds (at most one open promotion each); None once closed."""
+    return str(promotion.model) if promotion.is_open else None
+
+
+def promotion_record(promotion: Promotion) -> Record:
+    """Every field but history (stored as separate, insert-only entries) and revision (the store's own)."""
+    return {
+        "id": check_promotion_id(promotion.id),
+        "model_name": promotion.model.name,
+        "model_version": promotion.model.version,
+        "state": promotion.state.value,
+        "requested_by": promotion.requested_by,
+        "created_at": stamp(promotion.created_at),
+        "updated_at": stamp(promotion.updated_at),
+        "reason": promotion.reason,
+        "approved_by": promotion.approved_by,
+        "rejected_by": promotion.rejected_by,
+        "deployment": json.dumps(dict(promotion.deployment)),
+        "error": promotion.error,
+    }
+
+
+def promotion_from_record(record: Mapping[str, Any], history: tuple[HistoryEntry, ...], revision: str) -> Promotion:
+    return Promotion(
+        id=record["id"],
+        model=ModelRef(record["model_name"], record["model_version"]),
+        state=State(record["state"]),
+        requested_by=record["requested_by"],
+        created_at=parse_stamp(record["created_at"]),
+        updated_at=parse_stamp(record["updated_at"]),
+        reason=record.get("reason"),
+        approved_by=record.get("approved_by"),
+        rejected_by=record.get("rejected_by"),
+        deployment=json.loads(record["deployment"]),
+        error=record.get("error"),
+        history=history,
+        revision=revision,
+    )
+
+
+def history_record(entry: HistoryEntry) -> Record:
+    detail = json.dumps(dict(entry.detail))
+    return {"at": stamp(entry.at), "actor": entry.actor, "action": entry.action, "detail": detail}
+
+
+def history_from_record(record: Mapping[str, Any]) -> HistoryEntry:
+    detail = json.loads(record["detail"])
+    return HistoryEntry(at=parse_stamp(record["at"]), actor=record["actor"], action=record["action"], detail=detail)
+
+
+def decision_record(decision: Decision) -> Record:
+    return {
+        "event_id": decision.event_id,
+        "model_name": decision.model.name if decision.model else None,
+        "model_version": decision.model.version if decision.model else None,
+        "outcome": decision.outcome.value,
+        "reasons": json.dumps(list(decision.reasons)),
+        "policy_digest": decision.policy_digest,
+        "decided_at": stamp(decision.decided_at),
+    }
+
+
+def decision_from_record(record: Mapping[str, Any]) -> Decision:
+    name, version = record.get("model_name"), record.get("model_version")
+    return Decision(
+        event_id=record["event_id"],
+        model=ModelRef(name, version) if name is not None else None,
+        outcome=Outcome(record["outcome"]),
+        reasons=tuple(json.loads(record["reasons"])),
+        policy_digest=record.get("policy_digest"),
+        decided_at=parse_stamp(record["decided_at"]),
+    )
+
+
+def oldest_first(decisions: list[Decision]) -> list[Decision]:
+    # Event id breaks ties so both stores order equal timestamps the same way.
+    return sorted(decisions, key=lambda d: (d.decided_at, d.event_id))
+
+
+def newest_first(promotions: list[Promotion]) -> list[Promotion]:
+    return sorted(promotions, key=lambda p: (p.created_at, p.id), reverse=True)

@@ -1,0 +1,224 @@
+"""PromotionStore on a local SQLite file, for the local backend and single-machine setups.
+
+Several processes (the Functions host may run more than one worker) and threads share the file, so:
+WAL (readers never block the writer), a busy timeout (writers queue instead of failing), every write
+in `BEGIN IMMEDIATE` (the write lock is taken before the first read, so a check-then-write such as
+"is another promotion open?" cannot interleave with another writer), and a connection per call (a
+sqlite3 connection must not be shared across threads, and a short-lived one never outlives a fork).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+from promotion.adapters import records
+from promotion.domain import Decision, ModelRef, Promotion, State
+from promotion.ports import OpenPromotionExists, PromotionNotFound, StaleRevision
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS promotions (
+    id TEXT PRIMARY KEY,
+    model_name TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    state TEXT NOT NULL,
+    requested_by TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    reason TEXT,
+    approved_by TEXT,
+    rejected_by TEXT,
+    deployment TEXT NOT NULL,
+    error TEXT,
+    revision INTEGER NOT NULL,
+    -- "name:version" while the promotion is open, NULL once closed: the database itself then refuses
+    -- a second open promotion for a model version (NULLs never collide in a UNIQUE column).
+    open_model TEXT UNIQUE
+);
+CREATE INDEX IF NOT EXISTS promotions_by_model ON promotions (model_name, model_version);
+CREATE TABLE IF NOT EXISTS promotion_history (
+    promotion_id TEXT NOT NULL REFERENCES promotions (id),
+    seq INTEGER NOT NULL,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    PRIMARY KEY (promotion_id, seq)
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    scope TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    model_name TEXT,
+    model_version TEXT,
+    outcome TEXT NOT NULL,
+    reasons TEXT NOT NULL,
+    policy_digest TEXT,
+    decided_at TEXT NOT NULL,
+    PRIMARY KEY (scope, event_id)
+);
+"""
+
+
+class SqlitePromotionStore:
+    def __init__(self, path: Path, *, timeout_seconds: float = 30.0):
+        self._path = Path(path)
+        self._timeout = timeout_seconds
+        self._ready = False
+        self._ready_lock = threading.Lock()
+
+    def add(self, promotion: Promotion) -> Promotion:
+        record = records.promotion_record(promotion)
+        with self._transaction() as db:
+            holder = self._open_holder(db, promotion)
+            if holder is not None:
+                raise OpenPromotionExists(holder)
+            if db.execute("SELECT 1 FROM promotions WHERE id = ?", (promotion.id,)).fetchone():
+                raise ValueError(f"promotion {promotion.id} already exists")
+            _insert(db, "promotions", {**record, "revision": 1, "open_model": records.open_model(promotion)})
+            self._append_history(db, promotion, start=0)
+        return replace(promotion, revision="1")
+
+    def get(self, promotion_id: str) -> Promotion:
+        with self._transaction(write=False) as db:
+            return self._read(db, promotion_id)
+
+    def list(self, *, state: State | None = None, model: ModelRef | None = None) -> list[Promotion]:
+        where, params = ["1"], []
+        if state is not None:
+            where.append("state = ?")
+            params.append(state.value)
+        if model is not None:
+            where.append("model_name = ? AND model_version = ?")
+            params += [model.name, model.version]
+        with self._transaction(write=False) as db:
+            rows = db.execute(f"SELECT * FROM promotions WHERE {' AND '.join(where)}", params).fetchall()
+            found = [self._from_row(db, row) for row in rows]
+        return records.newest_first(found)
+
+    def save(self, promotion: Promotion) -> Promotion:
+        record = records.promotion_record(promotion)
+        with self._transaction() as db:
+            row = db.execute("SELECT revision FROM promotions WHERE id = ?", (promotion.id,)).fetchone()
+            if row is None:
+                raise PromotionNotFound(promotion.id)
+            if str(row["revision"]) != promotion.revision:
+                raise StaleRevision(f"promotion {promotion.id} is at {row['revision']} not {promotion.revision}")
+            holder = self._open_holder(db, promotion)
+            if holder is not None and holder.id != promotion.id:
+                raise OpenPromotionExists(holder)
+            (stored_entries,) = db.execute(
+                "SELECT COUNT(*) FROM promotion_history WHERE promotion_id = ?", (promotion.id,)
+            ).fetchone()
+            # Entries the store already holds are never touched: only the caller's extra ones are appended.
+            self._append_history(db, promotion, start=stored_entries)
+            revision = row["revision"] + 1
+            assignments = ", ".join(f"{column} = :{column}" for column in record)
+            db.execute(
+                f"UPDATE promotions SET {assignments}, revision = :revision, open_model = :open_model WHERE id = :id",
+                {**record, "revision": revision, "open_model": records.open_model(promotion)},
+            )
+            return self._read(db, promotion.id)
+
+    def record_decision(self, decision: Decision) -> bool:
+        row = {"scope": records.model_scope(decision.model), **records.decision_record(decision)}
+        with self._transaction() as db:
+            return _insert(db, "decisions", row, or_ignore=True) == 1
+
+    def decisions(self, model: ModelRef) -> list[Decision]:
+        with self._transaction(write=False) as db:
+            rows = db.execute("SELECT * FROM decisions WHERE scope = ?", (records.model_scope(model),)).fetchall()
+        return records.oldest_first([records.decision_from_record(dict(row)) for row in rows])
+
+    # -- helpers ----------------------------------------------------------------------------------------
+
+    def _read(self, db: sqlite3.Connection, promotion_id: str) -> Promotion:
+        row = db.execute("SELECT * FROM promotions WHERE id = ?", (promotion_id,)).fetchone()
+        if row is None:
+            raise PromotionNotFound(promotion_id)
+        return self._from_row(db, row)
+
+    @staticmethod
+    def _from_row(db: sqlite3.Connection, row: sqlite3.Row) -> Promotion:
+        entries = db.execute(
+            "SELECT * FROM promotion_history WHERE promotion_id = ? ORDER BY seq", (row["id"],)
+        ).fetchall()
+        history = tuple(records.history_from_record(dict(entry)) for entry in entries)
+        return records.promotion_from_record(dict(row), history, str(row["revision"]))
+
+    def _open_holder(self, db: sqlite3.Connection, promotion: Promotion) -> Promotion | None:
+        """The promotion holding the open slot `promotion` needs, if any (callers hold the write lock)."""
+        key = records.open_model(promotion)
+        if key is None:
+            return None
+        row = db.execute("SELECT id FROM promotions WHERE open_model = ?", (key,)).fetchone()
+        return self._read(db, row["id"]) if row else None
+
+    @staticmethod
+    def _append_history(db: sqlite3.Connection, promotion: Promotion, *, start: int) -> None:
+        for seq, entry in enumerate(promotion.history[start:], start=start):
+            row = {"promotion_id": promotion.id, "seq": seq, **records.history_record(entry)}
+            _insert(db, "promotion_history", row)
+
+    @contextmanager
+    def _transaction(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
+        self._ensure_schema()
+        db = self._connect()
+        try:
+            # A read transaction gives a consistent snapshot of a promotion and its history under WAL.
+            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            yield db
+            db.execute("COMMIT")
+        finally:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            db.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves instead of sqlite3's implicit transactions.
+        db = sqlite3.connect(self._path, timeout=self._timeout, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA foreign_keys = ON")
+        db.execute("PRAGMA synchronous = NORMAL")  # durable enough with WAL, and far fewer fsyncs
+        return db
+
+    def _ensure_schema(self) -> None:
+        if self._ready:
+            return
+        with self._ready_lock:
+            if self._ready:
+                return
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            db = self._connect()
+            try:
+                self._enable_wal(db)
+                # Processes starting together create the schema one at a time.
+                db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
+            finally:
+                db.close()
+            self._ready = True
+
+    def _enable_wal(self, db: sqlite3.Connection) -> None:
+        # WAL is stored in the file, so once per process is plenty. Switching a new file to WAL needs it
+        # alone, and SQLite then answers "locked" at once instead of waiting its busy timeout, so processes
+        # that start together retry here.
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+
+
+def _insert(db: sqlite3.Connection, table: str, row: dict, *, or_ignore: bool = False) -> int:
+    columns = ", ".join(row)
+    placeholders = ", ".join(f":{column}" for column in row)
+    verb = "INSERT OR IGNORE" if or_ignore else "INSERT"
+    return db.execute(f"{verb} INTO {table} ({columns}) VALUES ({placeholders})", row).rowcount
