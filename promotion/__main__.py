@@ -1,9 +1,9 @@
 """Command line: `python -m promotion --help`.
 
-    policy check --name N --version V   the policy's verdict for a staging model (a dry run: copies nothing)
-    local register ...                  register a model in the local staging workspace, like `az ml model create`
-    local list staging|registry|production
-    demo                                the whole flow on the local backend, step by step
+policy check --name N --version V   the policy's verdict for a staging model (a dry run: copies nothing)
+local register ...                  register a model in the local staging workspace, like `az ml model create`
+local list staging|registry|production
+demo                                the whole flow on the local backend, step by step
 """
 
 from __future__ import annotations
@@ -58,7 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     register.add_argument("--tag", action="append", default=[], metavar="K=V")
     register.add_argument("--property", action="append", default=[], metavar="K=V")
     register.add_argument("--description")
-    register.add_argument("--notify", metavar="URL", help="also POST the event to a Functions host, e.g. http://localhost:7071")
+    register.add_argument(
+        "--notify", metavar="URL", help="also POST the event to a Functions host, e.g. http://localhost:7071"
+    )
     register.set_defaults(run=local_register)
     listing = local.add_parser("list", help="list models (or production endpoints)")
     listing.add_argument("where", choices=["staging", "registry", "production"])

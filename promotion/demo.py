@@ -15,7 +15,8 @@ from typing import Any
 
 SAMPLE_MODEL = Path(__file__).resolve().parent.parent / "samples" / "models" / "taxi-fare"
 MODEL_NAME = "taxi-fare"
-REQUESTER = {"name": "alice@contoso.com", "id": "11111111-1111-1111-1111-111111111111"}
+# Alice is an approver too (by app role), which is exactly why she must not approve her own request.
+REQUESTER = {"name": "alice@contoso.com", "id": "11111111-1111-1111-1111-111111111111", "role": "Promotion.Approver"}
 APPROVER = {"name": "carol@contoso.com", "id": "33333333-3333-3333-3333-333333333333"}
 
 
@@ -49,7 +50,12 @@ def run() -> int:
     functions = {f.get_function_name(): f.get_user_function() for f in app.get_functions()}
     print(f"Local backend under {settings.local_root.resolve()}, policy {wiring.policy_path()}\n")
 
-    version = str(1 + max((int(m.version) for m in backend.staging.list() if m.name == MODEL_NAME and m.version.isdigit()), default=0))
+    version = str(
+        1
+        + max(
+            (int(m.version) for m in backend.staging.list() if m.name == MODEL_NAME and m.version.isdigit()), default=0
+        )
+    )
     ref = ModelRef(MODEL_NAME, version)
 
     _step(1, f"A data scientist registers {ref} in the staging workspace {settings.staging_workspace}")
@@ -88,15 +94,37 @@ def run() -> int:
         print(f"     {key} = {value}")
 
     _step(3, f"{REQUESTER['name']} asks for production sharing: POST /api/promotions")
-    answer = _call(functions["request_promotion"], "POST", "promotions", REQUESTER, {"model_name": ref.name, "model_version": ref.version, "reason": "better MAE on the March data"})
+    answer = _call(
+        functions["request_promotion"],
+        "POST",
+        "promotions",
+        REQUESTER,
+        {"model_name": ref.name, "model_version": ref.version, "reason": "better MAE on the March data"},
+    )
     promotion_id = answer["id"]
 
-    _step(4, f"{REQUESTER['name']} tries to approve her own request")
-    _call(functions["approve_promotion"], "POST", f"promotions/{promotion_id}/approve", REQUESTER, {}, route_params={"id": promotion_id}, jobs=_Captured())
+    _step(4, f"{REQUESTER['name']}, an approver by role, tries to approve her own request")
+    _call(
+        functions["approve_promotion"],
+        "POST",
+        f"promotions/{promotion_id}/approve",
+        REQUESTER,
+        {},
+        route_params={"id": promotion_id},
+        jobs=_Captured(),
+    )
 
     _step(5, f"{APPROVER['name']} approves it: the deployment job goes onto the promotion-jobs queue")
     jobs = _Captured()
-    _call(functions["approve_promotion"], "POST", f"promotions/{promotion_id}/approve", APPROVER, {"comment": "metrics reviewed"}, route_params={"id": promotion_id}, jobs=jobs)
+    _call(
+        functions["approve_promotion"],
+        "POST",
+        f"promotions/{promotion_id}/approve",
+        APPROVER,
+        {"comment": "metrics reviewed"},
+        route_params={"id": promotion_id},
+        jobs=jobs,
+    )
     print(f"   queued: {jobs.get()}")
 
     _step(6, "deploy_promotion takes the job and deploys the registry model into production")
@@ -105,11 +133,20 @@ def run() -> int:
         print(f"   endpoint {endpoint['name']}: traffic {json.dumps(endpoint['traffic'])}")
 
     _step(7, f"The status view: GET /api/models/{ref.name}/versions/{ref.version}")
-    status = _call(functions["model_status"], "GET", f"models/{ref.name}/versions/{ref.version}", REQUESTER, None, route_params={"name": ref.name, "version": ref.version}, quiet=True)
+    status = _call(
+        functions["model_status"],
+        "GET",
+        f"models/{ref.name}/versions/{ref.version}",
+        REQUESTER,
+        None,
+        route_params={"name": ref.name, "version": ref.version},
+        quiet=True,
+    )
     print(f"   staging:    {'yes' if status['staging'] else 'no'}")
     print(f"   registry:   {'yes' if status['registry'] else 'no'}")
     for deployment in status["production"]:
-        print(f"   production: {deployment['endpoint']}/{deployment['deployment']} at {deployment['traffic']}% ({deployment['state']})")
+        where = f"{deployment['endpoint']}/{deployment['deployment']}"
+        print(f"   production: {where} at {deployment['traffic']}% of the traffic ({deployment['state']})")
     for decision in status["decisions"]:
         print(f"   decision:   {decision['outcome']} for event {decision['event_id']}")
     for promotion in status["promotions"]:
@@ -124,10 +161,21 @@ def _step(number: int, text: str) -> None:
     print(f"\n{number}. {text}")
 
 
-def _call(function: Any, method: str, route: str, who: dict[str, str], body: Any, *, route_params: dict[str, str] | None = None, quiet: bool = False, **bindings: Any) -> dict[str, Any]:
+def _call(
+    function: Any,
+    method: str,
+    route: str,
+    who: dict[str, str],
+    body: Any,
+    *,
+    route_params: dict[str, str] | None = None,
+    quiet: bool = False,
+    **bindings: Any,
+) -> dict[str, Any]:
     import azure.functions as func
 
-    principal = {"auth_typ": "aad", "claims": [{"typ": "name", "val": who["name"]}]}
+    claims = [{"typ": "name", "val": who["name"]}] + ([{"typ": "roles", "val": who["role"]}] if "role" in who else [])
+    principal = {"auth_typ": "aad", "claims": claims}
     request = func.HttpRequest(
         method,
         f"http://localhost:7071/api/{route}",

@@ -103,6 +103,10 @@ LINEAGE_SOURCE_WORKSPACE = "promotion.source_workspace"
 LINEAGE_SOURCE_MODEL = "promotion.source_model"
 LINEAGE_EVENT_ID = "promotion.event_id"
 LINEAGE_POLICY_DIGEST = "promotion.policy_digest"
+# Set on production deployments: which model version a deployment serves, and for which promotion.
+DEPLOYMENT_MODEL_TAG = "promotion.model"
+DEPLOYMENT_PROMOTION_TAG = "promotion.id"
+DEPLOYMENT_APPROVER_TAG = "promotion.approved_by"
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,10 @@ class Lineage:
     source_model: ModelRef
     event_id: str
     policy_digest: str
+
+    @staticmethod
+    def is_tagged(tags: Mapping[str, str]) -> bool:
+        return LINEAGE_SOURCE_WORKSPACE in tags
 
     def as_tags(self) -> dict[str, str]:
         return {
@@ -261,18 +269,14 @@ class Promotion:
         }
 
 
-def split_traffic(current: dict[str, int], deployment: str, percent: int) -> dict[str, int]:
-    """The new deployment takes `percent`; the previous live deployment (the one with the most traffic)
-    keeps the rest; every other deployment gets none. Alone on the endpoint, it takes everything."""
+def split_traffic(current: Mapping[str, int], deployment: str, percent: int) -> dict[str, int]:
+    """The endpoint traffic after moving `deployment` in: it takes `percent`, the previous live deployment (the
+    other one with the most traffic) keeps the rest, and all others get none. Alone, it takes everything.
+    Zero shares are left out, as Azure ML leaves them out. Applying it twice changes nothing."""
     others = {name: share for name, share in current.items() if name != deployment and share > 0}
-    traffic = {name: 0 for name in current if name != deployment}
-    if not others:
-        traffic[deployment] = 100
-        return traffic
-    previous_live = max(others, key=lambda name: (others[name], name))
-    traffic[deployment] = percent
-    traffic[previous_live] = 100 - percent
-    return traffic
+    previous = max(sorted(others), key=lambda name: others[name], default=None)
+    desired = {deployment: 100} if previous is None else {deployment: percent, previous: 100 - percent}
+    return {name: share for name, share in desired.items() if share}
 
 
 def now() -> datetime:

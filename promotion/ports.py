@@ -35,6 +35,14 @@ class RegistryModels(Protocol):
         """
         ...
 
+    def add_lineage(self, model: ModelVersion, lineage: Lineage) -> ModelVersion:
+        """Tag an existing registry copy as copy_from_workspace would have.
+
+        An import cannot carry tags, so a copy can exist untagged for a moment, or for good if the
+        process stopped in between; this finishes such a copy.
+        """
+        ...
+
 
 class Progress(str, Enum):
     READY = "ready"

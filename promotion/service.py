@@ -92,8 +92,8 @@ def _propagate_model(
 
     # The registry first: a duplicate or replayed event then costs one read and nothing more.
     existing = registry.get(ref)
-    if existing is not None:
-        return _existing_copy_decision(existing.tags, ref, staging_workspace_id, decided)
+    if existing is not None and Lineage.is_tagged(existing.tags):
+        return _tagged_copy_decision(existing.tags, ref, staging_workspace_id, decided)
 
     # The event may be stale or replayed: staging is the source of truth, not the event's tags.
     model = staging.get(ref)
@@ -105,26 +105,37 @@ def _propagate_model(
         return decided(Outcome.NOT_QUALIFIED, *verdict.failed_rules, digest=verdict.policy_digest)
 
     lineage = Lineage(staging_workspace_id, ref, event.event_id, verdict.policy_digest)
-    try:
-        registry.copy_from_workspace(model, lineage)
-    except AlreadyExists:
-        # Another instance handled a duplicate of this event at the same moment; its copy is ours too.
-        return decided(
-            Outcome.ALREADY_IN_REGISTRY, "copied concurrently by another delivery", digest=verdict.policy_digest
-        )
-    return decided(Outcome.COPIED, f"copied to the registry as {ref}", digest=verdict.policy_digest)
+    if existing is None:
+        try:
+            registry.copy_from_workspace(model, lineage)
+            return decided(Outcome.COPIED, f"copied to the registry as {ref}", digest=verdict.policy_digest)
+        except AlreadyExists:
+            # Another delivery of this model won the race. It tags its copy right after importing it,
+            # unless it stopped in between, so look once more.
+            existing = registry.get(ref)
+            if existing is None or Lineage.is_tagged(existing.tags):
+                reason = "copied concurrently by another delivery"
+                return decided(Outcome.ALREADY_IN_REGISTRY, reason, digest=verdict.policy_digest)
+
+    # An untagged registry version: a copy whose tagging never happened (an import cannot carry tags),
+    # or one shared by hand. It is the same model version of the same type from the trusted staging
+    # workspace, and it qualifies, so it gets the lineage it is missing.
+    if existing.type != model.type:
+        reason = f"the registry holds {ref} as a {existing.type}, but staging has a {model.type}; left untouched"
+        return decided(Outcome.REGISTRY_CONFLICT, reason, digest=verdict.policy_digest)
+    registry.add_lineage(model, lineage)
+    reason = f"the registry held {ref} without lineage tags; added them"
+    return decided(Outcome.COPIED, reason, digest=verdict.policy_digest)
 
 
-def _existing_copy_decision(
+def _tagged_copy_decision(
     tags: Mapping[str, str], ref: ModelRef, staging_workspace_id: str, decided: Callable[..., Decision]
 ) -> Decision:
-    from_here = events.same_resource(tags.get(LINEAGE_SOURCE_WORKSPACE, ""), staging_workspace_id)
+    from_here = events.same_resource(tags[LINEAGE_SOURCE_WORKSPACE], staging_workspace_id)
     if from_here and tags.get(LINEAGE_SOURCE_MODEL) == str(ref):
         return decided(Outcome.ALREADY_IN_REGISTRY, f"the registry already holds {ref}")
-    return decided(
-        Outcome.REGISTRY_CONFLICT,
-        f"the registry holds {ref} but not as a copy from this staging workspace; left untouched",
-    )
+    source = f"{tags.get(LINEAGE_SOURCE_MODEL)} of {tags[LINEAGE_SOURCE_WORKSPACE]}"
+    return decided(Outcome.REGISTRY_CONFLICT, f"the registry holds {ref} as a copy of {source}; left untouched")
 
 
 def _decided(decision: Decision) -> Decision:

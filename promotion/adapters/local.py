@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from promotion.domain import Lineage, ModelRef, ModelVersion, split_traffic
+from promotion.domain import DEPLOYMENT_MODEL_TAG, Lineage, ModelRef, ModelVersion, split_traffic
 from promotion.ports import AlreadyExists, DeploymentPlan, Progress
 from promotion.settings import Settings
 
@@ -126,6 +126,16 @@ class LocalRegistry(LocalModels):
         )
         return self._create(copy, lambda artifacts: shutil.copytree(source, artifacts))
 
+    def add_lineage(self, model: ModelVersion, lineage: Lineage) -> ModelVersion:
+        """Tag an existing copy. Its name, version and artifacts stay; tags may change, as in Azure ML."""
+        record_file = self._folder(model.ref) / "model.json"
+        record = json.loads(record_file.read_text(encoding="utf-8"))
+        record["tags"] = {**record["tags"], **model.tags, **lineage.as_tags()}
+        staged = record_file.with_name(f".model.{uuid.uuid4().hex}.json")
+        staged.write_text(json.dumps(record, indent=2), encoding="utf-8")
+        os.replace(staged, record_file)
+        return _model_from_record(record)
+
 
 class LocalDeployer:
     """Online endpoints of the production workspace, one JSON file each. Deployments finish at once."""
@@ -166,7 +176,7 @@ class LocalDeployer:
         for endpoint_file in sorted(self.endpoints.glob("*.json")):
             endpoint = json.loads(endpoint_file.read_text(encoding="utf-8"))
             for deployment in endpoint["deployments"].values():
-                if deployment["tags"].get("promotion.model") == str(model):
+                if deployment["tags"].get(DEPLOYMENT_MODEL_TAG) == str(model):
                     found.append(
                         {
                             "endpoint": endpoint["name"],

@@ -1,6 +1,7 @@
 """HTTP API: the production-sharing workflow and the status view of a model version.
 
 Handlers parse, call the service, and map its errors to status codes; the rules live in promotion.service.
+As in the other trigger modules, the promotion package is imported at first invocation, not at indexing.
 """
 
 from __future__ import annotations
@@ -15,12 +16,6 @@ from typing import Any
 
 import azure.functions as func
 
-from promotion import service, wiring
-from promotion.domain import InvalidName, InvalidTransition, ModelRef, State
-from promotion.identity import Principal, Unauthenticated, principal_from_headers
-from promotion.policy import PolicyError
-from promotion.ports import PromotionNotFound
-from promotion.settings import SettingsError
 from promotion.triggers.jobs import JOBS_QUEUE, STORAGE, job_message
 
 bp = func.Blueprint()
@@ -50,30 +45,44 @@ def json_api(handler: Callable[..., func.HttpResponse]) -> Callable[..., func.Ht
     def wrapper(req: func.HttpRequest, *args: Any, **kwargs: Any) -> func.HttpResponse:
         try:
             return handler(req, *args, **kwargs)
-        except (BadRequest, InvalidName) as error:
-            return _error(400, str(error))
-        except Unauthenticated as error:
-            return _error(401, str(error))
-        except service.NotAllowed as error:
-            return _error(403, str(error))
-        except (PromotionNotFound, service.ModelNotInRegistry) as error:
-            return _error(404, str(error))
-        except (InvalidTransition, service.ConcurrentChange) as error:
-            return _error(409, str(error))
-        except (SettingsError, PolicyError) as error:
-            log.error("the app is misconfigured: %s", error)
-            return _error(500, f"the app is misconfigured: {error}")
         except Exception as error:
-            # Azure SDK errors carry the HTTP status of the service; pass throttling and outages on as 503.
-            if getattr(error, "status_code", None) in _TRANSIENT_STATUS:
-                log.warning("Azure is unavailable: %s", error)
-                return _error(503, f"Azure ML is unavailable right now ({error.status_code}); retry later")
-            raise
+            return _answer_for(error)
 
     return wrapper
 
 
-def _caller(req: func.HttpRequest) -> Principal:
+def _answer_for(error: Exception) -> func.HttpResponse:
+    from promotion import service
+    from promotion.domain import InvalidName, InvalidTransition
+    from promotion.identity import Unauthenticated
+    from promotion.policy import PolicyError
+    from promotion.ports import PromotionNotFound
+    from promotion.settings import SettingsError
+
+    statuses: list[tuple[int, tuple[type[Exception], ...]]] = [
+        (400, (BadRequest, InvalidName)),
+        (401, (Unauthenticated,)),
+        (403, (service.NotAllowed,)),
+        (404, (PromotionNotFound, service.ModelNotInRegistry)),
+        (409, (InvalidTransition, service.ConcurrentChange)),
+    ]
+    for status, kinds in statuses:
+        if isinstance(error, kinds):
+            return _error(status, str(error))
+    if isinstance(error, (SettingsError, PolicyError)):
+        log.error("the app is misconfigured: %s", error)
+        return _error(500, f"the app is misconfigured: {error}")
+    # Azure SDK errors carry the HTTP status of the service; pass throttling and outages on as 503.
+    status_code = getattr(error, "status_code", None)
+    if status_code in _TRANSIENT_STATUS:
+        log.warning("Azure is unavailable: %s", error)
+        return _error(503, f"Azure ML is unavailable right now ({status_code}); retry later")
+    raise error
+
+
+def _caller(req: func.HttpRequest) -> Any:
+    from promotion.identity import principal_from_headers
+
     return principal_from_headers(dict(req.headers), os.environ)
 
 
@@ -104,6 +113,8 @@ def _text(body: dict[str, Any], field: str, *, required: bool) -> str | None:
 
 
 def _promotion_id(req: func.HttpRequest) -> str:
+    from promotion.ports import PromotionNotFound
+
     promotion_id = req.route_params.get("id", "")
     if not _PROMOTION_ID.fullmatch(promotion_id):
         raise PromotionNotFound(promotion_id)
@@ -114,6 +125,9 @@ def _promotion_id(req: func.HttpRequest) -> str:
 @bp.route(route="promotions", methods=["POST"])
 @json_api
 def request_promotion(req: func.HttpRequest) -> func.HttpResponse:
+    from promotion import service, wiring
+    from promotion.domain import ModelRef
+
     caller = _caller(req)
     body = _body(req, required=True)
     if "model_name" not in body:
@@ -135,6 +149,9 @@ def request_promotion(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="promotions", methods=["GET"])
 @json_api
 def list_promotions(req: func.HttpRequest) -> func.HttpResponse:
+    from promotion import wiring
+    from promotion.domain import State
+
     state_name = req.params.get("state")
     try:
         state = State(state_name) if state_name else None
@@ -148,6 +165,8 @@ def list_promotions(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="promotions/{id}", methods=["GET"])
 @json_api
 def get_promotion(req: func.HttpRequest) -> func.HttpResponse:
+    from promotion import wiring
+
     return _json(200, wiring.store().get(_promotion_id(req)).to_json())
 
 
@@ -156,6 +175,8 @@ def get_promotion(req: func.HttpRequest) -> func.HttpResponse:
 @bp.queue_output(arg_name="jobs", queue_name=JOBS_QUEUE, connection=STORAGE)
 @json_api
 def approve_promotion(req: func.HttpRequest, jobs: func.Out[str]) -> func.HttpResponse:
+    from promotion import service, wiring
+
     caller = _caller(req)
     promotion_id = _promotion_id(req)
     comment = _text(_body(req, required=False), "comment", required=False)
@@ -171,6 +192,8 @@ def approve_promotion(req: func.HttpRequest, jobs: func.Out[str]) -> func.HttpRe
 @bp.route(route="promotions/{id}/reject", methods=["POST"])
 @json_api
 def reject_promotion(req: func.HttpRequest) -> func.HttpResponse:
+    from promotion import service, wiring
+
     caller = _caller(req)
     promotion_id = _promotion_id(req)
     comment = _text(_body(req, required=True), "comment", required=True)
@@ -185,6 +208,9 @@ def reject_promotion(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="models/{name}/versions/{version}", methods=["GET"])
 @json_api
 def model_status(req: func.HttpRequest) -> func.HttpResponse:
+    from promotion import service, wiring
+    from promotion.domain import ModelRef
+
     ref = ModelRef.parse(req.route_params.get("name", ""), req.route_params.get("version", ""))
     backend = wiring.backend()
     status = service.model_status(

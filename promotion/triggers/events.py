@@ -1,12 +1,14 @@
-"""Event Grid trigger: ModelRegistered events from the staging workspace."""
+"""Event Grid trigger: ModelRegistered events from the staging workspace.
+
+The promotion package is imported inside the handler: the host imports function_app on every cold
+start just to index the functions, and the service layer is needed only when an event arrives.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import azure.functions as func
-
-from promotion import service, wiring
 
 bp = func.Blueprint()
 
@@ -15,6 +17,8 @@ bp = func.Blueprint()
 @bp.event_grid_trigger(arg_name="event")
 def on_model_registered(event: func.EventGridEvent) -> None:
     """Returning acknowledges the event; raising makes Event Grid redeliver it (see service.propagate)."""
+    from promotion import service, wiring
+
     backend = wiring.backend()
     service.propagate(
         event_as_dict(event),

@@ -3,6 +3,8 @@
 An online deployment takes minutes, so no invocation waits for one. deploy_promotion starts the work and
 returns; advance_deployments checks every minute and takes each in-flight deployment its next step.
 The local backend finishes every step at once, so there a promotion is deployed when deploy_promotion returns.
+
+As in the other trigger modules, the promotion package is imported at first invocation, not at indexing.
 """
 
 from __future__ import annotations
@@ -11,9 +13,6 @@ import json
 import logging
 
 import azure.functions as func
-
-from promotion import service, wiring
-from promotion.ports import PromotionNotFound
 
 JOBS_QUEUE = "promotion-jobs"
 POISON_QUEUE = f"{JOBS_QUEUE}-poison"
@@ -30,6 +29,9 @@ def job_message(promotion_id: str) -> str:
 @bp.function_name("deploy_promotion")
 @bp.queue_trigger(arg_name="message", queue_name=JOBS_QUEUE, connection=STORAGE)
 def deploy_promotion(message: func.QueueMessage) -> None:
+    from promotion import service
+    from promotion.ports import PromotionNotFound
+
     promotion_id = _promotion_id(message)
     if promotion_id is None:
         return
@@ -44,10 +46,16 @@ def deploy_promotion(message: func.QueueMessage) -> None:
 @bp.function_name("deploy_promotion_poison")
 @bp.queue_trigger(arg_name="message", queue_name=POISON_QUEUE, connection=STORAGE)
 def deploy_promotion_poison(message: func.QueueMessage) -> None:
+    from promotion import service, wiring
+    from promotion.ports import PromotionNotFound
+
     promotion_id = _promotion_id(message)
     if promotion_id is None:
         return
-    reason = f"the deployment job failed {message.dequeue_count or 'several'} times and was moved to {POISON_QUEUE}"
+    # The message's dequeue count here is its count on the poison queue, not how often the job failed.
+    reason = (
+        f"the deployment job failed on every retry and was moved to {POISON_QUEUE}; the function logs hold the errors"
+    )
     try:
         promotion = service.fail_abandoned_job(promotion_id, store=wiring.store(), reason=reason)
     except PromotionNotFound as error:
@@ -59,11 +67,15 @@ def deploy_promotion_poison(message: func.QueueMessage) -> None:
 @bp.function_name("advance_deployments")
 @bp.timer_trigger(arg_name="timer", schedule="0 */1 * * * *", run_on_startup=False)
 def advance_deployments(timer: func.TimerRequest) -> None:
+    from promotion import service
+
     for promotion in service.advance_in_flight(**_deploy_ports()):
         log.info("promotion %s is %s", promotion.id, promotion.state.value)
 
 
 def _deploy_ports() -> dict:
+    from promotion import wiring
+
     backend = wiring.backend()
     return {
         "store": wiring.store(),

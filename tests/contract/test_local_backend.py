@@ -144,7 +144,16 @@ def test_production_endpoint_file_is_valid_json_after_concurrent_updates(tmp_pat
 
     deployer = LocalBackend(settings_for(tmp_path)).production
     plans = [
-        DeploymentPlan(ModelRef("taxi-fare", str(v)), f"azureml://registries/r/models/taxi-fare/versions/{v}", "taxi-prod", f"taxi-v{v}", "Standard_F4s_v2", 1, 50, {"promotion.model": f"taxi-fare:{v}"})
+        DeploymentPlan(
+            ModelRef("taxi-fare", str(v)),
+            f"azureml://registries/r/models/taxi-fare/versions/{v}",
+            "taxi-prod",
+            f"taxi-v{v}",
+            "Standard_F4s_v2",
+            1,
+            50,
+            {"promotion.model": f"taxi-fare:{v}"},
+        )
         for v in (1, 2)
     ]
     for plan in plans:
@@ -154,6 +163,17 @@ def test_production_endpoint_file_is_valid_json_after_concurrent_updates(tmp_pat
     [endpoint] = deployer.list()
     assert endpoint["traffic"] == {"taxi-v1": 50, "taxi-v2": 50}
     assert deployer.deployments_of(ModelRef("taxi-fare", "2")) == [
-        {"endpoint": "taxi-prod", "deployment": "taxi-v2", "traffic": 50, "state": "Succeeded", "model": plans[1].model_uri}
+        {
+            "endpoint": "taxi-prod",
+            "deployment": "taxi-v2",
+            "traffic": 50,
+            "state": "Succeeded",
+            "model": plans[1].model_uri,
+        }
     ]
-    assert json.loads((tmp_path / "workspaces" / "ws-production" / "endpoints" / "taxi-prod.json").read_text())["auth_mode"] == "key"
+    assert (
+        json.loads((tmp_path / "workspaces" / "ws-production" / "endpoints" / "taxi-prod.json").read_text())[
+            "auth_mode"
+        ]
+        == "key"
+    )

@@ -32,17 +32,24 @@ class FakeRegistry(FakeWorkspace):
     def __init__(self, *models: ModelVersion):
         super().__init__(*models)
         self.copies = 0
-        self.copied_by_someone_else_first = False
+        self.copied_by_someone_else_first: ModelVersion | None = None  # what the race winner left behind
 
     def copy_from_workspace(self, model: ModelVersion, lineage: Lineage) -> ModelVersion:
         if self.copied_by_someone_else_first:
-            self.models[model.ref] = replace(model, tags={**model.tags, **lineage.as_tags()})
+            self.models[model.ref] = self.copied_by_someone_else_first
         if model.ref in self.models:
             raise AlreadyExists(str(model.ref))
         self.copies += 1
         copied = replace(model, tags={**model.tags, **lineage.as_tags()})
         self.models[model.ref] = copied
         return copied
+
+    def add_lineage(self, model: ModelVersion, lineage: Lineage) -> ModelVersion:
+        tagged = replace(
+            self.models[model.ref], tags={**self.models[model.ref].tags, **model.tags, **lineage.as_tags()}
+        )
+        self.models[model.ref] = tagged
+        return tagged
 
 
 class FakeDeployer:

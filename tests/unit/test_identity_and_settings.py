@@ -18,7 +18,9 @@ def test_easy_auth_headers_give_name_id_and_roles():
     headers = {
         "x-ms-client-principal-name": "carol@contoso.com",
         "X-MS-CLIENT-PRINCIPAL-ID": "33333333-0000-0000-0000-000000000000",
-        "X-MS-CLIENT-PRINCIPAL": principal_header([{"typ": "roles", "val": "Promotion.Approver"}, {"typ": "roles", "val": "Reader"}]),
+        "X-MS-CLIENT-PRINCIPAL": principal_header(
+            [{"typ": "roles", "val": "Promotion.Approver"}, {"typ": "roles", "val": "Reader"}]
+        ),
     }
     principal = principal_from_headers(headers, IN_AZURE_AUTH_ON)
     assert principal.name == "carol@contoso.com" and principal.id.startswith("3333")

@@ -11,7 +11,11 @@ from tests.unit.fakes import FakeDeployer, FakeRegistry, InMemoryPromotionStore
 
 REF = ModelRef("churn", "3")
 IN_REGISTRY = ModelVersion(REF, "mlflow_model", {"promotion.source_model": "churn:3", "stage": "candidate"})
-RULES = ProductionRules(approvers=("carol@contoso.com", "44444444-0000-0000-0000-000000000000"), approver_roles=("Promotion.Approver",), traffic_percent=25)
+RULES = ProductionRules(
+    approvers=("carol@contoso.com", "44444444-0000-0000-0000-000000000000"),
+    approver_roles=("Promotion.Approver",),
+    traffic_percent=25,
+)
 ALICE = Principal("alice@contoso.com", "11111111-0000-0000-0000-000000000000")
 CAROL = Principal("carol@contoso.com", "33333333-0000-0000-0000-000000000000")
 BOB = Principal("bob@contoso.com", "22222222-0000-0000-0000-000000000000")
@@ -48,7 +52,13 @@ def approve(store, promotion, clock, caller=CAROL, rules=RULES):
 
 def deploy(store, registry, deployer, promotion_id, clock):
     return service.deploy(
-        promotion_id, store=store, registry=registry, deployer=deployer, rules=RULES, registry_model_uri=uri, clock=clock
+        promotion_id,
+        store=store,
+        registry=registry,
+        deployer=deployer,
+        rules=RULES,
+        registry_model_uri=uri,
+        clock=clock,
     )
 
 
