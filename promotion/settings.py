@@ -16,6 +16,7 @@ _RESOURCE_GROUP = re.compile(r"[-\w.()]{0,89}[-\w()]")
 # Workspace and registry names: 3-33 characters, letters, digits, '-' and '_', starting with a letter or digit.
 _WORKSPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{2,32}")
 _LOCATION = re.compile(r"[a-z0-9]{2,40}")
+_STORAGE_ACCOUNT = re.compile(r"[a-z0-9]{3,24}")
 
 BACKENDS = ("azureml", "local")
 STATE_STORES = ("tables", "sqlite")
@@ -50,6 +51,8 @@ class Settings:
     local_root: Path
     state_store: str
     storage_connection: str | None
+    # Identity-based storage (no key in any setting): the Table endpoint, used with managed identity.
+    storage_table_endpoint: str | None = None
 
     @property
     def staging_workspace_id(self) -> str:
@@ -80,10 +83,11 @@ class Settings:
             env, "PROMOTION_STATE_STORE", STATE_STORES, default="sqlite" if backend == "local" else "tables"
         )
         storage_connection = env.get("AzureWebJobsStorage", "").strip() or None
-        if state_store == "tables" and not storage_connection:
+        table_endpoint = _table_endpoint(env) if not storage_connection else None
+        if state_store == "tables" and not (storage_connection or table_endpoint):
             raise SettingsError(
-                "setting AzureWebJobsStorage is missing (the Storage connection string for the promotion store; "
-                "UseDevelopmentStorage=true for Azurite)"
+                "setting AzureWebJobsStorage is missing (the Storage connection string for the promotion store, "
+                "UseDevelopmentStorage=true for Azurite; or AzureWebJobsStorage__accountName for managed identity)"
             )
         return cls(
             backend=backend,
@@ -98,6 +102,7 @@ class Settings:
             local_root=Path(env.get("PROMOTION_LOCAL_ROOT", "").strip() or ".promotion"),
             state_store=state_store,
             storage_connection=storage_connection,
+            storage_table_endpoint=table_endpoint,
         )
 
 
@@ -106,6 +111,21 @@ def workspace_resource_id(subscription_id: str, resource_group: str, workspace: 
         f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}"
         f"/providers/Microsoft.MachineLearningServices/workspaces/{workspace}"
     )
+
+
+def _table_endpoint(env: Mapping[str, str]) -> str | None:
+    """The Functions host's identity-based storage settings, as its docs name them."""
+    uri = env.get("AzureWebJobsStorage__tableServiceUri", "").strip()
+    if uri:
+        if not uri.startswith("https://"):
+            raise SettingsError(f"setting AzureWebJobsStorage__tableServiceUri={uri!r} must be an https:// URL")
+        return uri
+    account = env.get("AzureWebJobsStorage__accountName", "").strip()
+    if not account:
+        return None
+    if not _STORAGE_ACCOUNT.fullmatch(account):
+        raise SettingsError(f"setting AzureWebJobsStorage__accountName={account!r} is not a valid storage account name")
+    return f"https://{account}.table.core.windows.net"
 
 
 def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], *, default: str) -> str:

@@ -57,8 +57,9 @@ def store() -> PromotionStore:
             return SqlitePromotionStore(current.local_root / "promotions.sqlite3")
         from promotion.adapters.tables import TablePromotionStore
 
-        assert current.storage_connection is not None  # Settings refuses tables without a connection
-        return TablePromotionStore(current.storage_connection)
+        if current.storage_connection:
+            return TablePromotionStore(current.storage_connection)
+        return TablePromotionStore(endpoint=current.storage_table_endpoint)  # managed identity
 
     return _once("store", build)
 

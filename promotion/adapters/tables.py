@@ -42,8 +42,22 @@ _created_lock = threading.Lock()
 
 
 class TablePromotionStore:
-    def __init__(self, connection_string: str, *, table_name: str = "promotions"):
+    """Promotions in Azure Table Storage, reached with a connection string (Azurite, or a key), or with an
+    identity (the table endpoint and a token credential: managed identity in Azure, no secret anywhere)."""
+
+    def __init__(
+        self,
+        connection_string: str | None = None,
+        *,
+        endpoint: str | None = None,
+        credential: Any = None,
+        table_name: str = "promotions",
+    ):
+        if (connection_string is None) == (endpoint is None):
+            raise ValueError("give either a connection string or a table endpoint")
         self._connection_string = connection_string
+        self._endpoint = endpoint
+        self._credential = credential
         self._table_name = table_name
         self._client: Any = None
         self._client_lock = threading.Lock()
@@ -185,8 +199,15 @@ class TablePromotionStore:
         from azure.core.exceptions import ResourceExistsError
         from azure.data.tables import TableServiceClient
 
-        service = TableServiceClient.from_connection_string(self._connection_string)
-        key = (self._connection_string, self._table_name)
+        if self._connection_string is not None:
+            service = TableServiceClient.from_connection_string(self._connection_string)
+        else:
+            from azure.identity import DefaultAzureCredential
+
+            service = TableServiceClient(
+                endpoint=self._endpoint, credential=self._credential or DefaultAzureCredential()
+            )
+        key = (self._connection_string or self._endpoint or "", self._table_name)
         with _created_lock:
             if key not in _created:
                 with contextlib.suppress(ResourceExistsError):  # another process created it first
