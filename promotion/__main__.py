@@ -37,6 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     except (CommandError, SettingsError, PolicyError, InvalidName) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:
+        if not type(error).__module__.startswith("azure."):
+            raise
+        # Sign-in, permission and service errors of the azureml backend: the SDK's message says what to do.
+        print(f"error: Azure ML: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -208,12 +208,7 @@ def approve(
     store: PromotionStore,
     clock: Clock = now,
 ) -> Promotion:
-    promotion = store.get(promotion_id)
-    _check_approver(promotion, caller, rules)
-    approved = promotion.move(
-        State.APPROVED, actor=caller.name, at=clock(), detail=_detail(caller, comment=comment), approved_by=caller.name
-    )
-    return _save(store, approved)
+    return _decide(promotion_id, State.APPROVED, caller, comment, rules, store, clock, approved_by=caller.name)
 
 
 def reject(
@@ -225,12 +220,23 @@ def reject(
     store: PromotionStore,
     clock: Clock = now,
 ) -> Promotion:
+    return _decide(promotion_id, State.REJECTED, caller, comment, rules, store, clock, rejected_by=caller.name)
+
+
+def _decide(
+    promotion_id: str,
+    decision: State,
+    caller: Principal,
+    comment: str | None,
+    rules: ProductionRules,
+    store: PromotionStore,
+    clock: Clock,
+    **decided_by: str,
+) -> Promotion:
     promotion = store.get(promotion_id)
     _check_approver(promotion, caller, rules)
-    rejected = promotion.move(
-        State.REJECTED, actor=caller.name, at=clock(), detail=_detail(caller, comment=comment), rejected_by=caller.name
-    )
-    return _save(store, rejected)
+    detail = _detail(caller, comment=comment)
+    return _save(store, promotion.move(decision, actor=caller.name, at=clock(), detail=detail, **decided_by))
 
 
 def _check_approver(promotion: Promotion, caller: Principal, rules: ProductionRules) -> None:

@@ -14,8 +14,9 @@ from promotion.events import MODEL_REGISTERED
 from promotion.policy import Policy
 from promotion.ports import AlreadyExists
 from promotion.settings import Settings
+from tests.models import MLFLOW_MODEL
 
-SEED_MODEL = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "seed-mlflow-model"
+SEED_MODEL = MLFLOW_MODEL
 REF = ModelRef("taxi-fare", "1")
 CANDIDATE = ModelVersion(REF, "mlflow_model", {"stage": "candidate"}, {"run": "r1"}, "taxi fares")
 POLICY = Policy.from_document({"share_to_registry": {"require_tags": {"stage": "candidate"}}})
@@ -48,7 +49,7 @@ def test_name_and_version_are_immutable(tmp_path):
 def test_mlflow_models_need_an_mlflow_folder_and_paths_must_exist(tmp_path):
     backend = LocalBackend(settings_for(tmp_path))
     with pytest.raises(InvalidModelFolder, match="no MLmodel file"):
-        backend.staging.register(CANDIDATE, SEED_MODEL / "model.pkl")
+        backend.staging.register(CANDIDATE, SEED_MODEL / "MLmodel")
     with pytest.raises(InvalidModelFolder, match="does not exist"):
         backend.staging.register(CANDIDATE, tmp_path / "missing")
     assert backend.staging.list() == []
@@ -73,7 +74,7 @@ def test_registry_copy_carries_metadata_lineage_and_artifacts(tmp_path):
     copied = backend.registry.copy_from_workspace(staged, lineage)
     assert copied.tags == {"stage": "candidate", **lineage.as_tags()}
     assert (copied.type, copied.properties, copied.description) == ("mlflow_model", {"run": "r1"}, "taxi fares")
-    assert (Path(copied.path) / "model.pkl").read_bytes() == (SEED_MODEL / "model.pkl").read_bytes()
+    assert (Path(copied.path) / "MLmodel").read_bytes() == (SEED_MODEL / "MLmodel").read_bytes()
     with pytest.raises(AlreadyExists):
         backend.registry.copy_from_workspace(staged, lineage)
 

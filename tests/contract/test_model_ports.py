@@ -16,10 +16,11 @@ from promotion.ports import AlreadyExists, DeploymentPlan, Progress
 from promotion.settings import Settings
 from tests.fakes.azureml_http import FakeAzureML
 from tests.fakes.fixtures import AZUREML_ENV, managed_identity_env
+from tests.models import MLFLOW_MODEL
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:marshmallow.*")
 
-SEED_MODEL = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "seed-mlflow-model"
+SEED_MODEL = MLFLOW_MODEL
 REF = ModelRef("taxi-fare", "4")
 SOURCE = ModelVersion(REF, "mlflow_model", {"stage": "candidate"}, {"auc": "0.91"}, "taxi fares")
 LINEAGE = Lineage("/subscriptions/s/resourceGroups/rg/providers/x/workspaces/ws-staging", REF, "event-1", "sha256:1")

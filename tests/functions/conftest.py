@@ -12,9 +12,10 @@ import pytest
 
 from function_app import app
 from promotion import wiring
+from tests.models import MLFLOW_MODEL
 
 ROOT = Path(__file__).resolve().parents[2]
-SEED_MODEL = ROOT.parent / "shared" / "fixtures" / "seed-mlflow-model"
+SEED_MODEL = MLFLOW_MODEL
 # app.get_functions() may be called only once per process when blueprints are registered.
 FUNCTIONS = {function.get_function_name(): function for function in app.get_functions()}
 

@@ -126,3 +126,14 @@ def test_a_failed_deployment_records_the_error(azure_app):
     assert failed["state"] == "failed"
     assert "Failed" in failed["error"] and "ModuleNotFoundError" in failed["error"]
     assert json.dumps(failed["history"][-1]["detail"]).count("ModuleNotFoundError") == 1
+
+
+def test_policy_check_reads_staging_through_the_sdk_and_reports_azure_errors_plainly(azure_app, capsys):
+    from promotion.__main__ import main
+
+    azure_app.add_workspace_model("taxi-fare", "8", type="mlflow_model", tags={"stage": "candidate", "accuracy": "0.7"})
+    assert main(["policy", "check", "--name", "taxi-fare", "--version", "8"]) == 0
+    assert "thresholds[0]: tag 'accuracy' = 0.7, needs >= 0.8" in capsys.readouterr().out
+    azure_app.fail_next("GET", "/models/taxi-fare/versions/9", 403, message="identity lacks models/read")
+    assert main(["policy", "check", "--name", "taxi-fare", "--version", "9"]) == 1
+    assert "error: Azure ML: HttpResponseError" in capsys.readouterr().err
