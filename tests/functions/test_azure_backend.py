@@ -137,3 +137,13 @@ def test_policy_check_reads_staging_through_the_sdk_and_reports_azure_errors_pla
     azure_app.fail_next("GET", "/models/taxi-fare/versions/9", 403, message="identity lacks models/read")
     assert main(["policy", "check", "--name", "taxi-fare", "--version", "9"]) == 1
     assert "error: Azure ML: HttpResponseError" in capsys.readouterr().err
+
+
+def test_an_azure_outage_answers_503_and_changes_nothing(azure_app):
+    azure_app.add_registry_model("taxi-fare", "10")
+    # azure-core retries a 503 three times; Retry-After-Ms keeps its waits short here.
+    azure_app.fail_next("GET", "/models/taxi-fare/versions/10", 503, times=4, headers={"Retry-After-Ms": "1"})
+    status, answer = request(model_version="10")
+    assert status == 503 and "Azure ML is unavailable right now (503)" in answer["error"]
+    assert http("list_promotions", "GET", "promotions")[1] == {"promotions": []}
+    assert request(model_version="10")[0] == 201
