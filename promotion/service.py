@@ -13,10 +13,14 @@ import logging
 import re
 import uuid
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from promotion import events
 from promotion.domain import (
+    DEPLOYMENT_APPROVER_TAG,
+    DEPLOYMENT_MODEL_TAG,
+    DEPLOYMENT_PROMOTION_TAG,
     LINEAGE_SOURCE_MODEL,
     LINEAGE_SOURCE_WORKSPACE,
     Decision,
@@ -44,7 +48,7 @@ from promotion.ports import (
 )
 
 log = logging.getLogger("promotion")
-Clock = Callable[[], Any]
+Clock = Callable[[], datetime]
 
 
 # --- staging -> registry ---------------------------------------------------------------------------
@@ -331,9 +335,9 @@ def _start_deployment(
         "traffic_percent": rules.traffic_percent,
         "tags": {
             **lineage,
-            "promotion.id": promotion.id,
-            "promotion.model": str(promotion.model),
-            "promotion.approved_by": promotion.approved_by or "",
+            DEPLOYMENT_PROMOTION_TAG: promotion.id,
+            DEPLOYMENT_MODEL_TAG: str(promotion.model),
+            DEPLOYMENT_APPROVER_TAG: promotion.approved_by or "",
         },
     }
     deploying = promotion.move(

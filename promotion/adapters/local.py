@@ -20,7 +20,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +78,7 @@ class LocalModels:
 
         return self._create(model, copy_artifacts)
 
-    def _create(self, model: ModelVersion, fill_artifacts: Any) -> ModelVersion:
+    def _create(self, model: ModelVersion, fill_artifacts: Callable[[Path], object]) -> ModelVersion:
         final = self._folder(model.ref)
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():
