@@ -5,12 +5,17 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean check-python
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+check-python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' 2>/dev/null || { \
+	  echo "error: $(PYTHON) is not Python 3.10 or newer; run make with PYTHON=python3.11 (or any 3.10+)" >&2; exit 2; }
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml | check-python
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
 # Azurite comes from npm; fetching it once here keeps the download out of the tests' start-up time.
@@ -23,10 +28,11 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.azurite
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) .promotion .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-* .promotion .pytest_cache .ruff_cache *.egg-info

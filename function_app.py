@@ -2,9 +2,11 @@
 
 import azure.functions as func
 
-from promotion.triggers import api, events, jobs
+from promotion.triggers import api, events, jobs, lifecycle, registry
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(events.bp)
+app.register_functions(registry.bp)
 app.register_functions(api.bp)
 app.register_functions(jobs.bp)
+app.register_functions(lifecycle.bp)

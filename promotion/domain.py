@@ -1,14 +1,16 @@
-"""Plain values of the promotion domain: models, verdicts, decisions and promotions.
+"""Plain values of the promotion domain: models, verdicts, decisions, registry copies, promotions and the
+lifecycle events that report what happened to them.
 
 Nothing here does I/O or imports an Azure SDK; adapters translate to and from these values.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Any
 
@@ -19,6 +21,9 @@ _ASSET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 _ASSET_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 MODEL_TYPES = ("mlflow_model", "custom_model", "triton_model")
+# Azure ML deploys these without an environment and a scoring script ("no-code deployment"); this app
+# deploys registry models as they are, so only these can go to production.
+DEPLOYABLE_MODEL_TYPES = ("mlflow_model", "triton_model")
 
 
 class InvalidName(ValueError):
@@ -28,7 +33,7 @@ class InvalidName(ValueError):
 def validate_model_name(name: object) -> str:
     if not isinstance(name, str) or not _ASSET_NAME.fullmatch(name):
         raise InvalidName(
-            f"invalid model name {name!r}: use letters, digits, '-', '_' or '.', "
+            f"invalid model name {_shown(name)}: use letters, digits, '-', '_' or '.', "
             "start with a letter or digit, at most 255 characters"
         )
     return name
@@ -36,14 +41,21 @@ def validate_model_name(name: object) -> str:
 
 def validate_model_version(version: object) -> str:
     if isinstance(version, bool) or not isinstance(version, (str, int)):
-        raise InvalidName(f"invalid model version {version!r}: expected a string or an integer")
+        raise InvalidName(f"invalid model version {_shown(version)}: expected a string or an integer")
     text = str(version)
     if not _ASSET_VERSION.fullmatch(text) or text in {".", ".."}:
         raise InvalidName(
-            f"invalid model version {text!r}: use letters, digits, '-', '_' or '.', "
+            f"invalid model version {_shown(text)}: use letters, digits, '-', '_' or '.', "
             "start with a letter or digit, at most 128 characters"
         )
     return text
+
+
+def _shown(value: object) -> str:
+    """A bad value as it may appear in a message: short, and ASCII-escaped so it cannot forge log lines."""
+    text = repr(value)
+    text = text if len(text) <= 80 else text[:77] + "..."
+    return text.encode("ascii", "backslashreplace").decode("ascii")
 
 
 @dataclass(frozen=True, order=True)
@@ -62,8 +74,24 @@ class ModelRef:
         """From untrusted input; the version may arrive as a number (Event Grid's sample sends 20)."""
         return cls(validate_model_name(name), validate_model_version(version))
 
+    @classmethod
+    def from_text(cls, text: str) -> ModelRef:
+        """From "name:version", the form lineage and deployment tags use."""
+        name, separator, version = text.rpartition(":")
+        if not separator:
+            raise InvalidName(f"invalid model reference {_shown(text)}: expected name:version")
+        return cls.parse(name, version)
+
     def __str__(self) -> str:
         return f"{self.name}:{self.version}"
+
+    def to_json(self) -> dict[str, str]:
+        return {"name": self.name, "version": self.version}
+
+
+def version_order(version: str) -> tuple[tuple[int, int | str], ...]:
+    """Natural order of model versions: 10 comes after 9, and 1.10 after 1.9."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.findall(r"\d+|[^\d]+", version))
 
 
 @dataclass(frozen=True)
@@ -128,6 +156,20 @@ class Lineage:
             LINEAGE_POLICY_DIGEST: self.policy_digest,
         }
 
+    @staticmethod
+    def of(tags: Mapping[str, str]) -> dict[str, str]:
+        """The lineage tags among a registry version's tags."""
+        return {key: value for key, value in tags.items() if key.startswith("promotion.")}
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, str]) -> Lineage:
+        return cls(
+            source_workspace=tags[LINEAGE_SOURCE_WORKSPACE],
+            source_model=ModelRef.from_text(tags[LINEAGE_SOURCE_MODEL]),
+            event_id=tags[LINEAGE_EVENT_ID],
+            policy_digest=tags[LINEAGE_POLICY_DIGEST],
+        )
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -142,9 +184,12 @@ class Verdict:
 
 
 class Outcome(str, Enum):
-    """What on_model_registered did with one event."""
+    """What happened to one ModelRegistered event (or one reconcile finding), and how its copy ended."""
 
-    COPIED = "copied"
+    COPY_STARTED = "copy_started"
+    COPY_IN_PROGRESS = "copy_in_progress"  # a copy of that version is already under way; nothing new started
+    COPIED = "copied"  # the copy finished and carries its lineage
+    COPY_FAILED = "copy_failed"
     ALREADY_IN_REGISTRY = "already_in_registry"
     NOT_QUALIFIED = "not_qualified"
     NOT_IN_STAGING = "not_in_staging"
@@ -156,7 +201,11 @@ class Outcome(str, Enum):
 
 @dataclass(frozen=True)
 class Decision:
-    """The recorded result of handling one ModelRegistered event."""
+    """The recorded result of one event, one reconcile finding, or the end of one registry copy.
+
+    `event_id` names the cause: the Event Grid event id, `reconcile:{run}:{name}:{version}`, or
+    `copy:{attempt}` for the end of a copy. The store keeps one decision per cause.
+    """
 
     event_id: str
     model: ModelRef | None
@@ -177,25 +226,95 @@ class Decision:
         }
 
 
+# --- copies into the registry ----------------------------------------------------------------------
+
+
+class CopyState(str, Enum):
+    COPYING = "copying"
+    COPIED = "copied"
+    COPY_FAILED = "copy_failed"
+
+
+@dataclass(frozen=True)
+class RegistryCopy:
+    """One attempt to copy a staging model version into the registry, from its start to its end.
+
+    The copy is a long-running operation in Azure (minutes for a large model), so it is started by the
+    event and finished by a timer; this record is what connects the two. A failed copy may be tried
+    again; the new attempt replaces it.
+    """
+
+    model: ModelRef
+    attempt: str
+    state: CopyState
+    model_type: str  # the source's type: a registry version of another type is not our copy
+    lineage: Lineage
+    tags: Mapping[str, str]  # the source's tags, which the copy gets together with the lineage tags
+    description: str | None
+    started_at: datetime
+    updated_at: datetime
+    # Where to ask how the copy is going (an ARM operation URL); None when the registry already held the
+    # version untagged, or in the moment between claiming the copy and starting it.
+    operation: str | None = None
+    error: str | None = None
+    revision: str | None = None
+
+    @property
+    def cause(self) -> str:
+        return self.lineage.event_id
+
+    @property
+    def registry_tags(self) -> dict[str, str]:
+        return {**self.tags, **self.lineage.as_tags()}
+
+    def finished(self, state: CopyState, at: datetime, error: str | None = None) -> RegistryCopy:
+        if self.state is not CopyState.COPYING:
+            raise ValueError(f"the copy of {self.model} is {self.state.value}, not copying")
+        return replace(self, state=state, updated_at=at, error=error)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "state": self.state.value,
+            "attempt": self.attempt,
+            "started_by": self.cause,
+            "policy_digest": self.lineage.policy_digest,
+            "started_at": isoformat(self.started_at),
+            "updated_at": isoformat(self.updated_at),
+            "error": self.error,
+        }
+
+
+# --- promotions to production ----------------------------------------------------------------------
+
+
 class State(str, Enum):
     PENDING_APPROVAL = "pending_approval"
     APPROVED = "approved"
     REJECTED = "rejected"
+    EXPIRED = "expired"
     DEPLOYING = "deploying"
     DEPLOYED = "deployed"
     FAILED = "failed"
+    ROLLING_BACK = "rolling_back"
+    ROLLED_BACK = "rolled_back"
 
 
-# The only moves a promotion can make. approved -> failed covers a job that never started (poison queue).
+# The only moves a promotion can make. approved -> failed covers a job that never started (poison queue);
+# rolling_back -> deployed a rollback that Azure refused, which leaves the promotion live.
 TRANSITIONS: Mapping[State, frozenset[State]] = {
-    State.PENDING_APPROVAL: frozenset({State.APPROVED, State.REJECTED}),
+    State.PENDING_APPROVAL: frozenset({State.APPROVED, State.REJECTED, State.EXPIRED}),
     State.APPROVED: frozenset({State.DEPLOYING, State.FAILED}),
     State.DEPLOYING: frozenset({State.DEPLOYED, State.FAILED}),
+    State.DEPLOYED: frozenset({State.ROLLING_BACK}),
+    State.ROLLING_BACK: frozenset({State.ROLLED_BACK, State.DEPLOYED}),
     State.REJECTED: frozenset(),
-    State.DEPLOYED: frozenset(),
+    State.EXPIRED: frozenset(),
     State.FAILED: frozenset(),
+    State.ROLLED_BACK: frozenset(),
 }
+# At most one open promotion per model version; a new request is possible once it is closed.
 OPEN_STATES = frozenset({State.PENDING_APPROVAL, State.APPROVED, State.DEPLOYING})
+APPROVAL_ACTION = "approval"  # a history entry for one approver's approval; the state changes at the last one
 
 
 class InvalidTransition(Exception):
@@ -244,12 +363,37 @@ class Promotion:
         """The promotion after a state change, with its history entry appended."""
         if to not in TRANSITIONS[self.state]:
             raise InvalidTransition(self.state, to)
-        entry = HistoryEntry(at=at, actor=actor, action=to.value, detail=dict(detail or {}))
-        return replace(self, state=to, updated_at=at, history=(*self.history, entry), **changes)
+        return self.note(to.value, actor=actor, at=at, detail=detail, state=to, **changes)
+
+    def note(
+        self, action: str, *, actor: str, at: datetime, detail: Mapping[str, Any] | None = None, **changes: Any
+    ) -> Promotion:
+        """The promotion with a history entry appended (and any field changes), its state unchanged unless given."""
+        at = self.next_moment(at)
+        entry = HistoryEntry(at=at, actor=actor, action=action, detail=dict(detail or {}))
+        return replace(self, updated_at=at, history=(*self.history, entry), **changes)
+
+    def next_moment(self, at: datetime) -> datetime:
+        """`at`, or just after the last entry: history (and the events it reports) stays in order even when
+        the hosts that wrote it disagree about the time."""
+        last = self.history[-1].at if self.history else self.created_at
+        return at if at > last else last + timedelta(microseconds=1)
 
     @property
     def is_open(self) -> bool:
         return self.state in OPEN_STATES
+
+    @property
+    def requester_id(self) -> str | None:
+        return self.history[0].detail.get("principal_id") if self.history else None
+
+    @property
+    def approvals(self) -> tuple[HistoryEntry, ...]:
+        return tuple(entry for entry in self.history if entry.action == APPROVAL_ACTION)
+
+    @property
+    def last_entry_at(self) -> datetime:
+        return self.history[-1].at if self.history else self.updated_at
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -259,6 +403,7 @@ class Promotion:
             "state": self.state.value,
             "reason": self.reason,
             "requested_by": self.requested_by,
+            "approvals": [entry.actor for entry in self.approvals],
             "approved_by": self.approved_by,
             "rejected_by": self.rejected_by,
             "created_at": isoformat(self.created_at),
@@ -277,6 +422,86 @@ def split_traffic(current: Mapping[str, int], deployment: str, percent: int) -> 
     previous = max(sorted(others), key=lambda name: others[name], default=None)
     desired = {deployment: 100} if previous is None else {deployment: percent, previous: 100 - percent}
     return {name: share for name, share in desired.items() if share}
+
+
+# --- names in production ---------------------------------------------------------------------------
+
+_ONLINE_NAME = re.compile(r"[a-z][a-z0-9-]{1,30}[a-z0-9]")
+_DIGEST_LENGTH = 8
+
+
+def online_name(text: str) -> str:
+    """An online endpoint or deployment name for `text`: 3-32 characters, a lower-case letter first, then
+    lower-case letters, digits and '-'.
+
+    Injective: a text that is already such a name is used as it is; any other text (upper case, '.', '_',
+    too long or too short) is made valid and gets 8 hex digits of a digest of the exact text, so `taxi.fare`,
+    `Taxi_Fare` and `taxi-fare` get three different names. Two texts share a name only by a 32-bit digest
+    coincidence.
+    """
+    if _ONLINE_NAME.fullmatch(text):
+        return text
+    readable = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    if not readable[:1].isalpha():
+        readable = f"m-{readable}".rstrip("-")
+    digest = hashlib.sha256(text.encode()).hexdigest()[:_DIGEST_LENGTH]
+    return f"{readable[: 31 - _DIGEST_LENGTH].rstrip('-')}-{digest}"
+
+
+def deployment_name(model: ModelRef) -> str:
+    """`{name}-v{version}` when that is an unchanged online name and the version has no '-' (so it reads back
+    as exactly one name and version), else made valid with a digest of the exact `name:version`."""
+    readable = f"{model.name}-v{model.version}"
+    if _ONLINE_NAME.fullmatch(readable) and re.fullmatch(r"[a-z0-9]+", model.version):
+        return readable
+    return online_name(str(model))
+
+
+# --- lifecycle events ------------------------------------------------------------------------------
+
+
+class EventType(str, Enum):
+    """The CloudEvents this app publishes, one per change it makes."""
+
+    COPIED_TO_REGISTRY = "ModelPromotion.CopiedToRegistry"
+    REGISTRY_COPY_FAILED = "ModelPromotion.RegistryCopyFailed"
+    APPROVAL_REQUESTED = "ModelPromotion.ApprovalRequested"
+    APPROVED = "ModelPromotion.Approved"
+    REJECTED = "ModelPromotion.Rejected"
+    EXPIRED = "ModelPromotion.Expired"
+    DEPLOYMENT_STARTED = "ModelPromotion.DeploymentStarted"
+    DEPLOYED = "ModelPromotion.Deployed"
+    DEPLOYMENT_FAILED = "ModelPromotion.DeploymentFailed"
+    ROLLED_BACK = "ModelPromotion.RolledBack"
+
+
+@dataclass(frozen=True)
+class LifecycleEvent:
+    """One change, as a CloudEvent. Its id is fixed when the change is recorded, so every delivery of it,
+    retries included, carries the same id and subscribers can de-duplicate."""
+
+    id: str
+    type: EventType
+    source: str
+    model: ModelRef
+    at: datetime
+    data: Mapping[str, Any]
+    published_at: datetime | None = None
+
+    @property
+    def subject(self) -> str:
+        return f"models/{self.model.name}/versions/{self.model.version}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type.value,
+            "source": self.source,
+            "subject": self.subject,
+            "time": isoformat(self.at),
+            "data": dict(self.data),
+            "published_at": isoformat(self.published_at) if self.published_at else None,
+        }
 
 
 def now() -> datetime:

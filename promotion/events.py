@@ -70,7 +70,11 @@ def parse(raw: Mapping[str, Any]) -> ModelRegistered | OtherEvent:
 
 
 def same_resource(left: str, right: str) -> bool:
-    """ARM resource ids compare case-insensitively; a trailing slash does not make another resource."""
+    """ARM resource ids compare case-insensitively, over ASCII only: a look-alike such as the Kelvin sign (U+212A)
+    lower-cases to "k" in Unicode, and must not pass for the staging workspace. A trailing slash does not make
+    another resource."""
+    if not (left.isascii() and right.isascii()):
+        return False
     return left.rstrip("/").lower() == right.rstrip("/").lower()
 
 

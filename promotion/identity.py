@@ -1,8 +1,14 @@
 """Who is calling: the identity App Service Authentication (Easy Auth) puts in request headers.
 
-The platform strips these headers from incoming requests and sets them itself, so they are trustworthy
-only when platform authentication is on. Outside Azure (Core Tools, tests) nothing stands in front of
-the app, and the headers are taken as given so the workflow can be tried locally.
+Fail-closed: the platform strips these headers from incoming requests and sets them itself, so they are
+trusted only when platform authentication is on (WEBSITE_AUTH_ENABLED=True). Outside Azure nothing stands in
+front of the app, so trusting them there takes an explicit opt-in, PROMOTION_TRUST_IDENTITY_HEADERS=true,
+which is refused when the app runs in Azure. Anywhere else (a container, Kubernetes, a VM) every route answers
+401: a function key alone is never an identity.
+
+Principals are compared after normalisation, so look-alike spellings of one person are one person: Unicode
+NFKC, format and other invisible characters removed, whitespace trimmed, case folded; object ids compare as
+GUIDs (case and braces do not matter). Someone is the requester when the name or the object id matches.
 """
 
 from __future__ import annotations
@@ -10,61 +16,118 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+import unicodedata
+import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from promotion.settings import SettingsError
+
 ROLE_CLAIM_TYPES = ("roles", "http://schemas.microsoft.com/ws/2008/06/identity/claims/role")
+NAME_CLAIM_TYPES = ("name", "preferred_username", "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name")
+TRUST_SETTING = "PROMOTION_TRUST_IDENTITY_HEADERS"
+_MAX_HEADER = 16 * 1024  # App Service's own principal header stays far below this
 
 
 class Unauthenticated(Exception):
     """No identity can be established for the caller (answered with 401)."""
 
 
+def visible_text(text: str) -> str:
+    """`text` in NFKC with format, control and other invisible characters removed and whitespace trimmed."""
+    kept = (ch for ch in unicodedata.normalize("NFKC", text) if unicodedata.category(ch) not in _INVISIBLE)
+    return " ".join("".join(kept).split())
+
+
+# Unicode categories that draw nothing: format (zero-width spaces and joiners, bidi marks), control, surrogates,
+# private use and unassigned.
+_INVISIBLE = frozenset({"Cf", "Cc", "Cs", "Co", "Cn"})
+
+
+def name_key(name: str) -> str:
+    return visible_text(name).casefold()
+
+
+def guid_key(text: str | None) -> str | None:
+    """The canonical GUID, or None when `text` is not one."""
+    if not text:
+        return None
+    try:
+        return str(uuid.UUID(visible_text(text).strip("{}")))
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True)
 class Principal:
     name: str
-    id: str | None = None
+    id: str | None = None  # the object id, canonical
     roles: frozenset[str] = frozenset()
 
-    def is_same_person(self, name: str, principal_id: str | None) -> bool:
-        if self.id and principal_id:
-            return self.id.lower() == principal_id.lower()
-        return self.name.lower() == name.lower()
+    def is_same_person(self, name: str | None, principal_id: str | None) -> bool:
+        """The same person when the name or the object id matches."""
+        same_name = bool(name) and name_key(self.name) == name_key(name or "")
+        same_id = self.id is not None and self.id == guid_key(principal_id)
+        return same_name or same_id
+
+    def is_listed(self, principals: Iterable[str]) -> bool:
+        """Whether a list of names and object ids (such as production.approvers) names this principal."""
+        return any(self.is_same_person(entry, entry) for entry in principals)
 
 
 def headers_are_trusted(env: Mapping[str, str]) -> bool:
-    running_in_azure = bool(env.get("WEBSITE_INSTANCE_ID"))
     platform_auth_on = env.get("WEBSITE_AUTH_ENABLED", "").strip().lower() == "true"
-    return platform_auth_on or not running_in_azure
+    opted_in = env.get(TRUST_SETTING, "").strip().lower()
+    if opted_in not in ("", "true", "false"):
+        raise SettingsError(f"setting {TRUST_SETTING} must be true or false")
+    if opted_in == "true" and env.get("WEBSITE_INSTANCE_ID"):
+        raise SettingsError(
+            f"setting {TRUST_SETTING} may not be used in Azure: turn on App Service Authentication instead"
+        )
+    return platform_auth_on or opted_in == "true"
 
 
 def principal_from_headers(headers: Mapping[str, str], env: Mapping[str, str]) -> Principal:
-    """The caller's identity. A function key alone is never an identity."""
+    """The caller's identity, or Unauthenticated."""
     if not headers_are_trusted(env):
         raise Unauthenticated(
-            "identity headers cannot be trusted: App Service Authentication is off for this function app "
-            "(WEBSITE_AUTH_ENABLED is not True). Turn on platform authentication to use the promotions API."
+            "identity headers are not trusted here: turn on App Service Authentication (WEBSITE_AUTH_ENABLED=True) "
+            f"in Azure, or set {TRUST_SETTING}=true on a local machine"
         )
     lowered = {key.lower(): value for key, value in headers.items()}
-    name = lowered.get("x-ms-client-principal-name", "").strip()
-    principal_id = lowered.get("x-ms-client-principal-id", "").strip() or None
-    roles: set[str] = set()
     encoded = lowered.get("x-ms-client-principal", "").strip()
-    if encoded:
-        claims = _decode_claims(encoded)
-        roles = {claim["val"] for claim in claims if claim.get("typ") in ROLE_CLAIM_TYPES and "val" in claim}
-        name = name or next((c["val"] for c in claims if c.get("typ") == "name" and "val" in c), "")
+    claims = _decode_claims(encoded) if encoded else []
+    roles = frozenset(visible_text(value) for typ, value in claims if typ in ROLE_CLAIM_TYPES)
+    name = visible_text(lowered.get("x-ms-client-principal-name", ""))
+    if not name:
+        name = next((visible_text(value) for typ, value in claims if typ in NAME_CLAIM_TYPES), "")
     if not name:
         raise Unauthenticated("no identity: sign in (the X-MS-CLIENT-PRINCIPAL-NAME header is missing)")
-    return Principal(name=name, id=principal_id, roles=frozenset(roles))
+    raw_id = lowered.get("x-ms-client-principal-id", "").strip()
+    principal_id = guid_key(raw_id)
+    if raw_id and principal_id is None:
+        raise Unauthenticated("the X-MS-CLIENT-PRINCIPAL-ID header is not an object id (a GUID)")
+    return Principal(name=name, id=principal_id, roles=frozenset(role for role in roles if role))
 
 
-def _decode_claims(encoded: str) -> list[dict[str, str]]:
+def _decode_claims(encoded: str) -> list[tuple[str, str]]:
+    """The claims of X-MS-CLIENT-PRINCIPAL as (type, value) pairs; every type and value must be a string."""
+    if len(encoded) > _MAX_HEADER:
+        raise Unauthenticated("the X-MS-CLIENT-PRINCIPAL header is too large")
     try:
-        document = json.loads(base64.b64decode(encoded + "=" * (-len(encoded) % 4)))
-        claims = document.get("claims", [])
-        if not isinstance(claims, list) or not all(isinstance(c, dict) for c in claims):
-            raise ValueError("claims is not a list of objects")
-        return claims
-    except (binascii.Error, ValueError, AttributeError, UnicodeDecodeError) as error:
-        raise Unauthenticated(f"the X-MS-CLIENT-PRINCIPAL header is not valid base64 JSON: {error}") from None
+        document = json.loads(base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True))
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
+        raise Unauthenticated("the X-MS-CLIENT-PRINCIPAL header is not valid base64 JSON") from None
+    claims = document.get("claims", []) if isinstance(document, dict) else None
+    if not isinstance(claims, list):
+        raise Unauthenticated("the X-MS-CLIENT-PRINCIPAL header has no list of claims")
+    pairs = []
+    for claim in claims:
+        if (
+            not isinstance(claim, dict)
+            or not isinstance(claim.get("typ"), str)
+            or not isinstance(claim.get("val"), str)
+        ):
+            raise Unauthenticated("the X-MS-CLIENT-PRINCIPAL header has a claim whose type or value is not a string")
+        pairs.append((claim["typ"], claim["val"]))
+    return pairs

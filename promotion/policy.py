@@ -14,6 +14,7 @@ import operator
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,14 @@ _OPERATORS: Mapping[str, Callable[[float, float], bool]] = {
 
 
 class PolicyError(ValueError):
-    """The policy file is missing or invalid; the message names the file and the field."""
+    """The policy file is missing or invalid; the message names the file and the field.
+
+    `detail` is the message without the file's path, for answers that must not show a setting's value.
+    """
+
+    def __init__(self, message: str, *, detail: str | None = None):
+        super().__init__(message)
+        self.detail = detail or message
 
 
 @dataclass(frozen=True)
@@ -73,9 +81,25 @@ class ProductionRules:
     instance_type: str = "Standard_F4s_v2"
     instance_count: int = 1
     traffic_percent: int = 100
+    required_approvals: int = 1
+    approval_ttl_hours: float = 168
+    deploy_timeout_minutes: float = 90
+    job_grace_minutes: float = 10
 
     def endpoint_for(self, model: ModelRef) -> str:
         return self.endpoint.format(name=model.name, version=model.version)
+
+    @property
+    def approval_ttl(self) -> timedelta:
+        return timedelta(hours=self.approval_ttl_hours)
+
+    @property
+    def deploy_timeout(self) -> timedelta:
+        return timedelta(minutes=self.deploy_timeout_minutes)
+
+    @property
+    def job_grace(self) -> timedelta:
+        return timedelta(minutes=self.job_grace_minutes)
 
 
 @dataclass(frozen=True)
@@ -109,20 +133,23 @@ class Policy:
 
     @classmethod
     def load(cls, path: Path) -> Policy:
+        def error(detail: str) -> PolicyError:
+            return PolicyError(f"{path}: {detail}", detail=detail)
+
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise PolicyError(f"{path}: policy file not found (set PROMOTION_POLICY_FILE)") from None
-        except (OSError, UnicodeDecodeError) as error:
-            raise PolicyError(f"{path}: cannot read the policy file: {error}") from None
+            raise error("policy file not found (set PROMOTION_POLICY_FILE)") from None
+        except (OSError, UnicodeDecodeError) as problem:
+            raise error(f"cannot read the policy file: {type(problem).__name__}") from None
         try:
             document = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise PolicyError(f"{path}: not valid JSON: {error}") from None
+        except (json.JSONDecodeError, RecursionError) as problem:
+            raise error(f"not valid JSON: {problem}") from None
         try:
             return cls.from_document(document)
-        except PolicyError as error:
-            raise PolicyError(f"{path}: {error}") from None
+        except PolicyError as problem:
+            raise error(str(problem)) from None
 
     @classmethod
     def from_document(cls, document: Any) -> Policy:
@@ -143,6 +170,10 @@ _PRODUCTION_KEYS = (
     "instance_type",
     "instance_count",
     "traffic_percent",
+    "required_approvals",
+    "approval_ttl_hours",
+    "deploy_timeout_minutes",
+    "job_grace_minutes",
 )
 
 
@@ -205,6 +236,10 @@ def _parse_production(fields: _Fields) -> ProductionRules:
         instance_type=instance_type,
         instance_count=fields.integer("instance_count", defaults.instance_count, 1, 1000),
         traffic_percent=fields.integer("traffic_percent", defaults.traffic_percent, 1, 100),
+        required_approvals=fields.integer("required_approvals", defaults.required_approvals, 1, 100),
+        approval_ttl_hours=fields.duration("approval_ttl_hours", defaults.approval_ttl_hours),
+        deploy_timeout_minutes=fields.duration("deploy_timeout_minutes", defaults.deploy_timeout_minutes),
+        job_grace_minutes=fields.duration("job_grace_minutes", defaults.job_grace_minutes),
     )
 
 
@@ -237,6 +272,13 @@ class _Fields:
         if not isinstance(value, bool):
             raise PolicyError(f"{self._where}.{key}: expected true or false")
         return value
+
+    def duration(self, key: str, default: float) -> float:
+        """A positive number of hours or minutes; fractions are allowed (a test may use seconds)."""
+        value = self._value.get(key, default)
+        if _number(value) is None or isinstance(value, str) or not 0 < value <= 10**6:
+            raise PolicyError(f"{self._where}.{key}: expected a positive number (fractions are allowed)")
+        return float(value)
 
     def integer(self, key: str, default: int, low: int, high: int) -> int:
         value = self._value.get(key, default)

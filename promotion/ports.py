@@ -1,19 +1,33 @@
-"""The ports the service layer talks to. Adapters (local folders, Azure ML, Tables, SQLite) implement them,
-and so do the hand-written fakes in tests/unit.
+"""The ports the service layer talks to. Adapters (local folders, Azure ML, Tables, SQLite, Event Grid) implement
+them, and so do the hand-written fakes in tests/unit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import Enum
 from typing import Any, Protocol
 
-from promotion.domain import Decision, Lineage, ModelRef, ModelVersion, Promotion, State
+from promotion.domain import (
+    CopyState,
+    Decision,
+    LifecycleEvent,
+    ModelRef,
+    ModelVersion,
+    Promotion,
+    RegistryCopy,
+    State,
+)
 
 
 class AlreadyExists(Exception):
     """The target already holds that name and version (Azure ML assets are immutable)."""
+
+
+class CopyRefused(Exception):
+    """The registry refused a copy in a way that retrying will not fix (an invalid name, a missing permission)."""
 
 
 class WorkspaceModels(Protocol):
@@ -21,25 +35,62 @@ class WorkspaceModels(Protocol):
 
     def get(self, ref: ModelRef) -> ModelVersion | None: ...
 
+    def names(self) -> list[str]:
+        """The names of the workspace's active (not archived) models."""
+        ...
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        """The active versions of one model, with their tags and properties; [] for an unknown name."""
+        ...
+
+
+class CopyProgress(str, Enum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class CopyStatus:
+    progress: CopyProgress
+    message: str | None = None  # the service's own words when it failed
+
 
 class RegistryModels(Protocol):
     """Models in the shared Azure ML registry."""
 
     def get(self, ref: ModelRef) -> ModelVersion | None: ...
 
-    def copy_from_workspace(self, model: ModelVersion, lineage: Lineage) -> ModelVersion:
-        """Copy a staging model into the registry under the same name and version, adding the lineage tags.
+    def versions(self, name: str) -> list[ModelVersion]:
+        """Every version of one model the registry holds; [] for an unknown name."""
+        ...
 
-        Raises AlreadyExists when the registry holds that version already (including when another
-        instance won a race to copy it).
+    def start_copy(self, model: ModelVersion) -> str:
+        """Start copying a staging model version into the registry under the same name and version, and return
+        at once with a handle to ask `copy_status` about. Never waits for the copy.
+
+        Raises AlreadyExists when the registry holds that version already, and CopyRefused when the registry
+        refuses the copy for good; other errors may pass, and raise as they are.
         """
         ...
 
-    def add_lineage(self, model: ModelVersion, lineage: Lineage) -> ModelVersion:
-        """Tag an existing registry copy as copy_from_workspace would have.
+    def copy_status(self, operation: str) -> CopyStatus:
+        """How the copy behind a handle from `start_copy` is going: one status read, never a wait."""
+        ...
 
-        An import cannot carry tags, so a copy can exist untagged for a moment, or for good if the
-        process stopped in between; this finishes such a copy.
+    def tag(
+        self,
+        ref: ModelRef,
+        tags: Mapping[str, str],
+        description: str | None,
+        *,
+        check: Callable[[ModelVersion], None] = lambda held: None,
+    ) -> ModelVersion | None:
+        """Add tags to a registry version (and a description if it has none), keeping everything else as it is:
+        a version's content is immutable, only its metadata may change. One read and one write.
+
+        `check` sees the version as the registry holds it before anything changes; whatever it raises leaves
+        the version untouched and reaches the caller. None when the registry lacks the version.
         """
         ...
 
@@ -50,7 +101,7 @@ class Progress(str, Enum):
 
 
 class DeploymentFailed(Exception):
-    """The production workspace reported a failure that retrying will not fix."""
+    """The production workspace refused or failed the work in a way that retrying will not fix."""
 
 
 @dataclass(frozen=True)
@@ -67,20 +118,46 @@ class DeploymentPlan:
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class EndpointState:
+    """An online endpoint as it stands: its traffic, what each of its deployments serves, and whether an
+    operation is under way on it."""
+
+    traffic: Mapping[str, int]  # deployment -> percent; deployments without traffic are left out
+    models: Mapping[str, str | None]  # every deployment -> the "name:version" it serves, None when unknown
+    busy: bool = False
+
+
 class Deployer(Protocol):
     """The production workspace. Each step is idempotent and never waits for a long-running operation:
-    it starts the work if needed and answers PENDING until the work has finished."""
+    it starts the work if needed and answers PENDING until the work has finished.
+
+    Errors that retrying cannot fix (a refused request, quota, SKU, region, a name taken in the region)
+    raise DeploymentFailed with the service's message; anything else (throttling, outages, timeouts)
+    raises as it is and is retried later.
+    """
 
     def ensure_endpoint(self, plan: DeploymentPlan) -> Progress: ...
 
     def ensure_deployment(self, plan: DeploymentPlan) -> Progress: ...
 
-    def ensure_traffic(self, plan: DeploymentPlan) -> Progress:
-        """Give the plan's deployment traffic_percent of the traffic, the rest to the previous live deployment."""
+    def endpoint(self, name: str) -> EndpointState | None: ...
+
+    def set_traffic(self, endpoint: str, traffic: Mapping[str, int]) -> Progress:
+        """READY once the endpoint's traffic is exactly `traffic` and nothing is under way on it; otherwise
+        start the change if it is not under way yet, and answer PENDING."""
         ...
 
     def deployments_of(self, model: ModelRef) -> list[dict[str, Any]]:
         """Production deployments serving this model version: endpoint, deployment, traffic, state."""
+        ...
+
+
+class EventPublisher(Protocol):
+    """Where lifecycle events go (an Event Grid topic)."""
+
+    def publish(self, events: Sequence[LifecycleEvent]) -> None:
+        """Send the events as one batch; raises when they may not have arrived."""
         ...
 
 
@@ -97,13 +174,28 @@ class PromotionNotFound(LookupError):
 
 
 class StaleRevision(Exception):
-    """Someone else changed the promotion since it was read (optimistic concurrency)."""
+    """Someone else changed the record since it was read (optimistic concurrency)."""
+
+
+class CopyClaimed(Exception):
+    """A copy of that model version is under way or done already; nothing new was started."""
+
+    def __init__(self, existing: RegistryCopy):
+        super().__init__(f"the copy of {existing.model} is {existing.state.value} (started by {existing.cause})")
+        self.existing = existing
+
+
+class StoreUnavailable(Exception):
+    """The promotion store cannot be reached right now (an outage, throttling); retry later."""
 
 
 class PromotionStore(Protocol):
-    """Promotions, their append-only history, and the decisions on_model_registered made."""
+    """Promotions with their append-only history, registry copies, the decisions made about events, and the
+    outbox of lifecycle events. A change and the events that report it are written in one transaction."""
 
-    def add(self, promotion: Promotion) -> Promotion:
+    # -- promotions
+
+    def add(self, promotion: Promotion, events: Sequence[LifecycleEvent] = ()) -> Promotion:
         """Insert a new promotion with its history; returns it with its revision.
 
         Raises OpenPromotionExists if another open promotion (see domain.OPEN_STATES) holds the same
@@ -119,7 +211,7 @@ class PromotionStore(Protocol):
         """Newest first."""
         ...
 
-    def save(self, promotion: Promotion) -> Promotion:
+    def save(self, promotion: Promotion, events: Sequence[LifecycleEvent] = ()) -> Promotion:
         """Replace the stored promotion if its revision still equals `promotion.revision`, appending the
         history entries the store does not hold yet; returns it with the new revision.
 
@@ -128,10 +220,57 @@ class PromotionStore(Protocol):
         """
         ...
 
+    # -- decisions
+
     def record_decision(self, decision: Decision) -> bool:
-        """Insert once per event id; False when that event was already recorded (a redelivery)."""
+        """Insert once per cause (event id); False when that cause was already recorded (a redelivery)."""
         ...
 
     def decisions(self, model: ModelRef) -> list[Decision]:
         """Oldest first."""
+        ...
+
+    # -- registry copies
+
+    def copy(self, model: ModelRef) -> RegistryCopy | None:
+        """The latest copy attempt of a model version."""
+        ...
+
+    def copies(self, *, state: CopyState | None = None) -> list[RegistryCopy]: ...
+
+    def claim_copy(self, copy: RegistryCopy, *, replacing: RegistryCopy | None = None) -> RegistryCopy:
+        """Record a new copy attempt, before it is started, so that one attempt runs at a time.
+
+        With `replacing` (a failed attempt as it was read), the new attempt takes its place. Raises CopyClaimed
+        with the stored attempt when there is one and it is not exactly `replacing`.
+        """
+        ...
+
+    def save_copy(
+        self, copy: RegistryCopy, *, decision: Decision | None = None, events: Sequence[LifecycleEvent] = ()
+    ) -> RegistryCopy:
+        """Replace the stored attempt if its revision still equals `copy.revision` (else StaleRevision), and
+        record the decision of the cause that made this change, replacing any other decision of that cause."""
+        ...
+
+    def release_copy(self, claimed: RegistryCopy, *, previous: RegistryCopy | None) -> None:
+        """Undo a claim whose copy could not be started: put `previous` back, or remove the claim."""
+        ...
+
+    # -- the outbox of lifecycle events
+
+    def unpublished_events(self, *, limit: int) -> list[LifecycleEvent]:
+        """The oldest unpublished events, oldest first."""
+        ...
+
+    def events(self, *, unpublished_only: bool = False) -> list[LifecycleEvent]:
+        """Every event kept, oldest first, with its publish time (None while unpublished)."""
+        ...
+
+    def mark_published(self, events: Sequence[LifecycleEvent], at: datetime) -> None:
+        """Idempotent; events another publisher marked already are left as they are."""
+        ...
+
+    def purge_published(self, *, before: datetime) -> int:
+        """Delete events published before `before`; returns how many."""
         ...

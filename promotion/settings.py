@@ -1,22 +1,36 @@
-"""Settings, read from the environment once. Every error names the variable to fix."""
+"""Settings, read from the environment once. Every error names the variable to fix, and never its value: a
+setting may hold a secret (a connection string with its AccountKey, a SAS URL, an access key).
+
+Each part of the app asks only for what it uses: the Azure ML settings are checked when Settings are read,
+the store's and the event topic's only when the store or the publisher is built, so `policy check` and a
+dry-run reconcile need nothing but the Azure settings and a credential.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from promotion.domain import ModelRef
 
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 # Resource group names: letters, digits, '_', '-', '.', '(' and ')', at most 90, not ending in '.'.
-_RESOURCE_GROUP = re.compile(r"[-\w.()]{0,89}[-\w()]")
+_RESOURCE_GROUP = re.compile(r"[-\w.()]{0,89}[-\w()]", re.ASCII)
 # Workspace and registry names: 3-33 characters, letters, digits, '-' and '_', starting with a letter or digit.
 _WORKSPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{2,32}")
 _LOCATION = re.compile(r"[a-z0-9]{2,40}")
 _STORAGE_ACCOUNT = re.compile(r"[a-z0-9]{3,24}")
+_TOPIC = re.compile(r"[A-Za-z0-9-]{3,50}")
+
+# The app root: the folder of function_app.py, which is what AzureWebJobsScriptRoot points at in Azure.
+APP_ROOT = Path(__file__).resolve().parent.parent
 
 BACKENDS = ("azureml", "local")
 STATE_STORES = ("tables", "sqlite")
@@ -34,7 +48,23 @@ LOCAL_DEFAULTS = {
 
 
 class SettingsError(ValueError):
-    """A missing or invalid setting; the message names it."""
+    """A missing or invalid setting; the message names it, never its value."""
+
+
+@dataclass(frozen=True)
+class TableStoreLocation:
+    connection_string: str | None = field(default=None, repr=False)  # may hold the AccountKey
+    endpoint: str | None = None  # identity-based storage: the Table endpoint, used with the managed identity
+
+
+@dataclass(frozen=True)
+class EventTopic:
+    endpoint: str
+    key: str | None  # None: DefaultAzureCredential (the managed identity needs EventGrid Data Sender)
+    namespace_topic: str | None  # set for an Event Grid namespace topic, None for a custom topic
+
+    def __repr__(self) -> str:  # the key is a secret: keep it out of logs and tracebacks
+        return f"EventTopic(endpoint={self.endpoint!r}, key={'***' if self.key else None}, ...)"
 
 
 @dataclass(frozen=True)
@@ -50,9 +80,18 @@ class Settings:
     policy_file: Path
     local_root: Path
     state_store: str
-    storage_connection: str | None
-    # Identity-based storage (no key in any setting): the Table endpoint, used with managed identity.
-    storage_table_endpoint: str | None = None
+    production_subscription_id: str = ""
+    registry_subscription_id: str = ""
+    registry_resource_group: str | None = None  # looked up from the registry's name when not given
+    copy_timeout: timedelta = timedelta(minutes=120)
+    events_retention: timedelta = timedelta(days=30)
+    events_source: str = "local"
+    # What the lazily checked settings are read from. Kept out of repr: it holds every secret of the environment.
+    env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "production_subscription_id", self.production_subscription_id or self.subscription_id)
+        object.__setattr__(self, "registry_subscription_id", self.registry_subscription_id or self.subscription_id)
 
     @property
     def staging_workspace_id(self) -> str:
@@ -60,35 +99,69 @@ class Settings:
 
     @property
     def production_workspace_id(self) -> str:
-        return workspace_resource_id(self.subscription_id, self.production_resource_group, self.production_workspace)
+        return workspace_resource_id(
+            self.production_subscription_id, self.production_resource_group, self.production_workspace
+        )
 
     def registry_model_uri(self, model: ModelRef) -> str:
         return f"azureml://registries/{self.registry_name}/models/{model.name}/versions/{model.version}"
 
+    def table_store(self) -> TableStoreLocation:
+        """Where the `tables` store lives: AzureWebJobsStorage, or its identity-based variants."""
+        env = self.env
+        connection = env.get("AzureWebJobsStorage", "").strip()
+        if connection:
+            if not _is_storage_connection(connection):
+                raise SettingsError("setting AzureWebJobsStorage is not a valid Storage connection string")
+            return TableStoreLocation(connection_string=connection)
+        uri = env.get("AzureWebJobsStorage__tableServiceUri", "").strip()
+        if uri:
+            if not _is_url(uri, schemes=("https",)):
+                raise SettingsError("setting AzureWebJobsStorage__tableServiceUri must be an https:// URL")
+            return TableStoreLocation(endpoint=uri)
+        account = env.get("AzureWebJobsStorage__accountName", "").strip()
+        if account:
+            if not _STORAGE_ACCOUNT.fullmatch(account):
+                raise SettingsError("setting AzureWebJobsStorage__accountName is not a valid storage account name")
+            return TableStoreLocation(endpoint=f"https://{account}.table.core.windows.net")
+        raise SettingsError(
+            "setting AzureWebJobsStorage is missing (the Storage connection string for the promotion store, "
+            "UseDevelopmentStorage=true for Azurite; or AzureWebJobsStorage__accountName for managed identity)"
+        )
+
+    def event_topic(self) -> EventTopic | None:
+        """The Event Grid topic lifecycle events go to; None when publishing is off."""
+        env = self.env
+        endpoint = env.get("PROMOTION_EVENTS_ENDPOINT", "").strip()
+        if not endpoint:
+            return None
+        key = env.get("PROMOTION_EVENTS_KEY", "").strip() or None
+        # Tokens travel only over TLS; an access key may go to a plain-HTTP receiver on a developer's machine.
+        if not _is_url(endpoint, schemes=("https",) if key is None else ("https", "http")):
+            raise SettingsError(
+                "setting PROMOTION_EVENTS_ENDPOINT must be the topic's https:// URL "
+                "(http:// only together with PROMOTION_EVENTS_KEY, for a local receiver)"
+            )
+        topic = env.get("PROMOTION_EVENTS_NAMESPACE_TOPIC", "").strip() or None
+        if topic is not None and not _TOPIC.fullmatch(topic):
+            raise SettingsError("setting PROMOTION_EVENTS_NAMESPACE_TOPIC is not a valid topic name")
+        return EventTopic(endpoint=endpoint, key=key, namespace_topic=topic)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
+        env = dict(os.environ if env is None else env)
         backend = _choice(env, "PROMOTION_BACKEND", BACKENDS, default="azureml")
         defaults = LOCAL_DEFAULTS if backend == "local" else {}
 
-        def azure(name: str, pattern: re.Pattern[str], hint: str) -> str:
+        def azure(name: str, pattern: re.Pattern[str], hint: str, *, required: bool = True) -> str:
             value = env.get(name, "").strip() or defaults.get(name, "")
-            if not value:
+            if not value and required:
                 raise SettingsError(f"setting {name} is missing (the {hint})")
-            if not pattern.fullmatch(value):
-                raise SettingsError(f"setting {name}={value!r} is not a valid {hint}")
+            if value and not pattern.fullmatch(value):
+                raise SettingsError(f"setting {name} is not a valid {hint}")
             return value
 
-        state_store = _choice(
-            env, "PROMOTION_STATE_STORE", STATE_STORES, default="sqlite" if backend == "local" else "tables"
-        )
-        storage_connection = env.get("AzureWebJobsStorage", "").strip() or None
-        table_endpoint = _table_endpoint(env) if not storage_connection else None
-        if state_store == "tables" and not (storage_connection or table_endpoint):
-            raise SettingsError(
-                "setting AzureWebJobsStorage is missing (the Storage connection string for the promotion store, "
-                "UseDevelopmentStorage=true for Azurite; or AzureWebJobsStorage__accountName for managed identity)"
-            )
+        site = env.get("WEBSITE_SITE_NAME", "").strip()
         return cls(
             backend=backend,
             subscription_id=azure("AZURE_SUBSCRIPTION_ID", _GUID, "subscription id (a GUID)"),
@@ -98,12 +171,35 @@ class Settings:
             registry_location=azure("REGISTRY_LOCATION", _LOCATION, "Azure region name, such as westeurope"),
             production_resource_group=azure("PRODUCTION_RESOURCE_GROUP", _RESOURCE_GROUP, "resource group name"),
             production_workspace=azure("PRODUCTION_WORKSPACE", _WORKSPACE, "workspace name"),
-            policy_file=Path(env.get("PROMOTION_POLICY_FILE", "").strip() or "promotion-policy.json"),
-            local_root=Path(env.get("PROMOTION_LOCAL_ROOT", "").strip() or ".promotion"),
-            state_store=state_store,
-            storage_connection=storage_connection,
-            storage_table_endpoint=table_endpoint,
+            production_subscription_id=azure(
+                "PRODUCTION_SUBSCRIPTION_ID", _GUID, "subscription id (a GUID)", required=False
+            ),
+            registry_subscription_id=azure(
+                "REGISTRY_SUBSCRIPTION_ID", _GUID, "subscription id (a GUID)", required=False
+            ),
+            registry_resource_group=azure(
+                "REGISTRY_RESOURCE_GROUP", _RESOURCE_GROUP, "resource group name", required=False
+            )
+            or None,
+            policy_file=app_path(env.get("PROMOTION_POLICY_FILE", "").strip() or "promotion-policy.json", env),
+            local_root=app_path(env.get("PROMOTION_LOCAL_ROOT", "").strip() or ".promotion", env),
+            state_store=_choice(
+                env, "PROMOTION_STATE_STORE", STATE_STORES, default="sqlite" if backend == "local" else "tables"
+            ),
+            copy_timeout=timedelta(minutes=_positive(env, "PROMOTION_COPY_TIMEOUT_MINUTES", 120)),
+            events_retention=timedelta(days=_positive(env, "PROMOTION_EVENTS_RETENTION_DAYS", 30)),
+            events_source=env.get("PROMOTION_EVENTS_SOURCE", "").strip() or (f"/sites/{site}" if site else "local"),
+            env=env,
         )
+
+
+def app_path(text: str, env: Mapping[str, str]) -> Path:
+    """A path setting: relative paths are relative to the app root, wherever the command runs from."""
+    path = Path(text).expanduser()
+    if path.is_absolute():
+        return path
+    script_root = env.get("AzureWebJobsScriptRoot")  # the host's own word for the app root, in Azure
+    return (Path(script_root) if script_root else APP_ROOT) / path
 
 
 def workspace_resource_id(subscription_id: str, resource_group: str, workspace: str) -> str:
@@ -113,23 +209,52 @@ def workspace_resource_id(subscription_id: str, resource_group: str, workspace: 
     )
 
 
-def _table_endpoint(env: Mapping[str, str]) -> str | None:
-    """The Functions host's identity-based storage settings, as its docs name them."""
-    uri = env.get("AzureWebJobsStorage__tableServiceUri", "").strip()
-    if uri:
-        if not uri.startswith("https://"):
-            raise SettingsError(f"setting AzureWebJobsStorage__tableServiceUri={uri!r} must be an https:// URL")
-        return uri
-    account = env.get("AzureWebJobsStorage__accountName", "").strip()
-    if not account:
-        return None
-    if not _STORAGE_ACCOUNT.fullmatch(account):
-        raise SettingsError(f"setting AzureWebJobsStorage__accountName={account!r} is not a valid storage account name")
-    return f"https://{account}.table.core.windows.net"
+def _is_url(text: str, *, schemes: tuple[str, ...]) -> bool:
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return False
+    return parts.scheme in schemes and bool(parts.hostname) and not parts.username and not parts.password
+
+
+def _is_storage_connection(text: str) -> bool:
+    """The shapes the Storage SDKs accept: Azurite's shortcut, or `Key=value;` pairs naming an account (or an
+    endpoint) with a base64 account key or a SAS. Checked here, because a bad key otherwise surfaces as a signing
+    error on the first request, and a bad account name as an outage."""
+    if text == "UseDevelopmentStorage=true":
+        return True
+    parts = dict(part.split("=", 1) for part in text.split(";") if "=" in part)
+    if not parts or any(not part or "=" not in part for part in text.rstrip(";").split(";")):
+        return False
+    account = parts.get("AccountName")
+    if account is not None and not _STORAGE_ACCOUNT.fullmatch(account):
+        return False
+    if account is None and not any(key.endswith("Endpoint") for key in parts):
+        return False
+    key = parts.get("AccountKey")
+    if key is not None:
+        try:
+            base64.b64decode(key, validate=True)
+        except (binascii.Error, ValueError):
+            return False
+    return key is not None or "SharedAccessSignature" in parts
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 10**6:  # also false for nan
+        raise SettingsError(f"setting {name} must be a positive number")
+    return value
 
 
 def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], *, default: str) -> str:
     value = env.get(name, "").strip().lower() or default
     if value not in allowed:
-        raise SettingsError(f"setting {name}={value!r} must be one of: {', '.join(allowed)}")
+        raise SettingsError(f"setting {name} must be one of: {', '.join(allowed)}")
     return value

@@ -1,7 +1,7 @@
 """The composition root: builds the adapters the settings ask for, once per process, on first use.
 
-Nothing is built at import time. Functions cold-start on every scale-out, and azure.ai.ml alone
-costs over a second to import, so the Azure adapters are imported only when an invocation needs them.
+Nothing is built at import time. Functions cold-start on every scale-out, and azure.ai.ml alone costs over a
+second to import, so the Azure adapters are imported only when an invocation needs them.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from promotion.policy import Policy
-from promotion.ports import PromotionStore
-from promotion.settings import Settings
+from promotion.ports import EventPublisher, PromotionStore
+from promotion.settings import Settings, SettingsError
 
 T = TypeVar("T")
 _lock = threading.RLock()
@@ -40,6 +40,7 @@ def backend() -> Any:
         if current.backend == "local":
             from promotion.adapters.local import LocalBackend
 
+            usable_folder(current.local_root, "PROMOTION_LOCAL_ROOT")
             return LocalBackend(current)
         from promotion.adapters.azureml import AzureMLBackend
 
@@ -54,14 +55,62 @@ def store() -> PromotionStore:
         if current.state_store == "sqlite":
             from promotion.adapters.sqlite import SqlitePromotionStore
 
-            return SqlitePromotionStore(current.local_root / "promotions.sqlite3")
+            return SqlitePromotionStore(
+                usable_folder(current.local_root, "PROMOTION_LOCAL_ROOT") / "promotions.sqlite3"
+            )
         from promotion.adapters.tables import TablePromotionStore
 
-        if current.storage_connection:
-            return TablePromotionStore(current.storage_connection)
-        return TablePromotionStore(endpoint=current.storage_table_endpoint)  # managed identity
+        location = current.table_store()
+        if location.connection_string is None:
+            return TablePromotionStore(endpoint=location.endpoint)  # managed identity
+        try:
+            return TablePromotionStore(location.connection_string)
+        except ValueError:
+            raise SettingsError("setting AzureWebJobsStorage is not a valid Storage connection string") from None
 
     return _once("store", build)
+
+
+def publisher(*, quick: bool = False) -> EventPublisher | None:
+    """Where lifecycle events go; None when PROMOTION_EVENTS_ENDPOINT is unset (events are still recorded).
+
+    `quick` is the publisher for the attempt right after a change: one try with short timeouts, so that an
+    unreachable topic never slows an API answer or an event handler by more than a moment.
+    """
+
+    def build() -> EventPublisher | None:
+        topic = settings().event_topic()
+        if topic is None:
+            return None
+        from promotion.adapters.eventgrid import EventGridPublisher
+
+        return EventGridPublisher(topic, quick=quick)
+
+    return _once(f"publisher-quick={quick}", build)
+
+
+def deployment_ports() -> dict[str, Any]:
+    """The ports of the deployment use cases (service.deploy, advance_deployments)."""
+    current = settings()
+    return {
+        "store": store(),
+        "registry": backend().registry,
+        "deployer": backend().production,
+        "rules": policy().production,
+        "registry_model_uri": current.registry_model_uri,
+        "source": current.events_source,
+    }
+
+
+def copy_ports() -> dict[str, Any]:
+    """The ports of service.advance_registry_copies."""
+    current = settings()
+    return {
+        "registry": backend().registry,
+        "store": store(),
+        "source": current.events_source,
+        "timeout": current.copy_timeout,
+    }
 
 
 def policy() -> Policy:
@@ -81,10 +130,22 @@ def policy() -> Policy:
 
 
 def policy_path() -> Path:
-    path = settings().policy_file
-    # In Azure the worker's working directory is not guaranteed to be the app root; the host tells us where it is.
-    script_root = os.environ.get("AzureWebJobsScriptRoot")
-    return path if path.is_absolute() or not script_root else Path(script_root) / path
+    return settings().policy_file
+
+
+def usable_folder(path: Path, setting: str) -> Path:
+    """`path`, created if need be; a SettingsError naming the setting when it cannot be used."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise SettingsError(f"setting {setting} names a file, not a folder") from None
+    except OSError as error:
+        raise SettingsError(f"setting {setting} names a folder that cannot be created ({error.strerror})") from None
+    if not path.is_dir():
+        raise SettingsError(f"setting {setting} names a file, not a folder")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise SettingsError(f"setting {setting} names a folder this process may not write to")
+    return path
 
 
 def reset() -> None:

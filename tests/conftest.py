@@ -1,3 +1,13 @@
+import pytest
+
 from tests.azurite import azurite_connection, azurite_table_name
 
+pytest_plugins = ["tests.fakes.fixtures"]
+
 __all__ = ["azurite_connection", "azurite_table_name"]  # session fixtures for every test that needs Azure Storage
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """tests/test_openapi.py checks the statuses the other tests observed, so it runs after them."""
+    last = [item for item in items if item.path.name == "test_openapi.py"]
+    items[:] = [item for item in items if item.path.name != "test_openapi.py"] + last

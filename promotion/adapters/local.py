@@ -1,9 +1,13 @@
 """The local backend: workspaces, the registry and production endpoints as folders under PROMOTION_LOCAL_ROOT.
 
-It keeps Azure ML's rules, so that what works here works in Azure: a name and version are written once
-and never change, a second create answers "already exists", and mlflow_model folders need an MLmodel file.
-Every write lands whole or not at all (a folder built aside, then renamed into place), which also makes
-it safe when several processes register or copy the same model at once.
+It keeps Azure ML's rules, so that what works here works in Azure: a name and version are written once and
+their content never changes (tags may), a second create answers "already exists", mlflow_model folders need
+an MLmodel file, and a copy into the registry goes through the same states as in Azure (started, then
+finished by the timer), even though the files are copied at once.
+
+Every write lands whole or not at all: a folder is built aside (`.creating-*`), then renamed into place,
+which also makes it safe when several processes register or copy the same model at once. A process killed
+mid-write leaves its `.creating-*` folder behind; the next write next to it removes it.
 
 Layout:
     {root}/workspaces/{workspace}/models/{name}/{version}/model.json + artifacts/
@@ -20,15 +24,25 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from promotion.domain import DEPLOYMENT_MODEL_TAG, Lineage, ModelRef, ModelVersion, split_traffic
-from promotion.ports import AlreadyExists, DeploymentPlan, Progress
+from promotion.domain import DEPLOYMENT_MODEL_TAG, ModelRef, ModelVersion
+from promotion.ports import (
+    AlreadyExists,
+    CopyProgress,
+    CopyStatus,
+    DeploymentFailed,
+    DeploymentPlan,
+    EndpointState,
+    Progress,
+)
 from promotion.settings import Settings
 
 _ENDPOINT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]{1,30}[A-Za-z0-9]")
+_CREATING = ".creating-"
+_LOCAL_OPERATION = "local-copy:"
 
 
 class InvalidModelFolder(ValueError):
@@ -56,18 +70,24 @@ class LocalModels:
             return None
         return _model_from_record(record)
 
+    def names(self) -> list[str]:
+        return sorted({model.name for model in self.list()})
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        return [model for model in self.list() if model.name == name]
+
     def list(self) -> list[ModelVersion]:
+        """Every version, once: folders being written (`.creating-*`) are not versions yet."""
         models = []
         for record_file in sorted((self.root / "models").glob("*/*/model.json")):
+            if record_file.parent.name.startswith("."):
+                continue
             models.append(_model_from_record(json.loads(record_file.read_text(encoding="utf-8"))))
         return models
 
     def register(self, model: ModelVersion, source: Path) -> ModelVersion:
         """Register a model from a local file or folder, as `az ml model create --path` does."""
-        if not source.exists():
-            raise InvalidModelFolder(f"path {source} does not exist")
-        if model.type == "mlflow_model" and not (source / "MLmodel").is_file():
-            raise InvalidModelFolder(f"path {source} is not an MLflow model folder (no MLmodel file in it)")
+        check_model_source(model.type, source)
 
         def copy_artifacts(artifacts: Path) -> None:
             if source.is_dir():
@@ -78,12 +98,18 @@ class LocalModels:
 
         return self._create(model, copy_artifacts)
 
+    def set_tags(self, ref: ModelRef, tags: Mapping[str, str]) -> ModelVersion:
+        """Add or change tags of a version in place (`az ml model update --set tags.K=V`); nothing else changes,
+        and, as in Azure, no event is emitted."""
+        return self._update(ref, lambda record: record["tags"].update(tags))
+
     def _create(self, model: ModelVersion, fill_artifacts: Callable[[Path], object]) -> ModelVersion:
         final = self._folder(model.ref)
         final.parent.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned_writes(final.parent)
         if final.exists():
             raise AlreadyExists(f"model {model.ref} already exists in {self.root.name}")
-        staged = final.parent / f".creating-{model.version}-{uuid.uuid4().hex}"
+        staged = final.parent / f"{_CREATING}pid{os.getpid()}-{uuid.uuid4().hex}-{model.version}"
         try:
             staged.mkdir()
             fill_artifacts(staged / "artifacts")
@@ -107,38 +133,66 @@ class LocalModels:
         finally:
             shutil.rmtree(staged, ignore_errors=True)
 
+    def _update(self, ref: ModelRef, change: Callable[[dict[str, Any]], object]) -> ModelVersion:
+        record_file = self._folder(ref) / "model.json"
+        if not record_file.is_file():
+            raise LookupError(f"model {ref} is not in {self.root.name}")
+        with _exclusive_lock(record_file.with_name(".model.lock")):
+            try:
+                record = json.loads(record_file.read_text(encoding="utf-8"))
+            except FileNotFoundError:
+                raise LookupError(f"model {ref} is not in {self.root.name}") from None
+            change(record)
+            staged = record_file.with_name(f".model.{uuid.uuid4().hex}.json")
+            staged.write_text(json.dumps(record, indent=2), encoding="utf-8")
+            os.replace(staged, record_file)
+        return _model_from_record(record)
+
     def _folder(self, ref: ModelRef) -> Path:
         # ModelRef has validated both parts against Azure ML's alphabet, so neither can leave the root.
         return self.root / "models" / ref.name / ref.version
 
 
 class LocalRegistry(LocalModels):
-    def copy_from_workspace(self, model: ModelVersion, lineage: Lineage) -> ModelVersion:
+    """The registry. A copy's files are copied at once, but the copy still reports through a handle, and its
+    lineage is added by the timer, as in Azure."""
+
+    def start_copy(self, model: ModelVersion) -> str:
         if model.path is None:
             raise InvalidModelFolder(f"model {model.ref} has no artifacts to copy")
         source = Path(model.path)
-        copy = ModelVersion(
-            ref=model.ref,
-            type=model.type,
-            tags={**model.tags, **lineage.as_tags()},
-            properties=dict(model.properties),
-            description=model.description,
-        )
-        return self._create(copy, lambda artifacts: shutil.copytree(source, artifacts))
+        # Like Azure's publish: the content and properties; tags and lineage come with the tag step.
+        copy = ModelVersion(ref=model.ref, type=model.type, properties=dict(model.properties))
+        self._create(copy, lambda artifacts: shutil.copytree(source, artifacts))
+        return f"{_LOCAL_OPERATION}{model.ref}"
 
-    def add_lineage(self, model: ModelVersion, lineage: Lineage) -> ModelVersion:
-        """Tag an existing copy. Its name, version and artifacts stay; tags may change, as in Azure ML."""
-        record_file = self._folder(model.ref) / "model.json"
-        record = json.loads(record_file.read_text(encoding="utf-8"))
-        record["tags"] = {**record["tags"], **model.tags, **lineage.as_tags()}
-        staged = record_file.with_name(f".model.{uuid.uuid4().hex}.json")
-        staged.write_text(json.dumps(record, indent=2), encoding="utf-8")
-        os.replace(staged, record_file)
-        return _model_from_record(record)
+    def copy_status(self, operation: str) -> CopyStatus:
+        if not operation.startswith(_LOCAL_OPERATION):
+            return CopyStatus(CopyProgress.FAILED, f"unknown copy operation {operation!r}")
+        held = self.get(ModelRef.from_text(operation.removeprefix(_LOCAL_OPERATION)))
+        return CopyStatus(CopyProgress.SUCCEEDED if held else CopyProgress.FAILED, None if held else "the copy is gone")
+
+    def tag(
+        self,
+        ref: ModelRef,
+        tags: Mapping[str, str],
+        description: str | None,
+        *,
+        check: Callable[[ModelVersion], None] = lambda held: None,
+    ) -> ModelVersion | None:
+        if self.get(ref) is None:
+            return None
+
+        def change(record: dict[str, Any]) -> None:
+            check(_model_from_record(record))
+            record["tags"] = {**record["tags"], **tags}
+            record["description"] = record["description"] or description
+
+        return self._update(ref, change)
 
 
 class LocalDeployer:
-    """Online endpoints of the production workspace, one JSON file each. Deployments finish at once."""
+    """Online endpoints of the production workspace, one JSON file each. Every operation finishes at once."""
 
     def __init__(self, workspace: Path):
         self.endpoints = workspace / "endpoints"
@@ -153,6 +207,12 @@ class LocalDeployer:
 
     def ensure_deployment(self, plan: DeploymentPlan) -> Progress:
         with self._endpoint(plan.endpoint) as endpoint:
+            existing = endpoint["deployments"].get(plan.deployment)
+            if existing is not None and existing["model"] != plan.model_uri:
+                raise DeploymentFailed(
+                    f"online deployment {plan.deployment} on endpoint {plan.endpoint} already exists and serves "
+                    f"{existing['model']}, not {plan.model_uri}"
+                )
             endpoint["deployments"].setdefault(
                 plan.deployment,
                 {
@@ -166,15 +226,25 @@ class LocalDeployer:
             )
         return Progress.READY
 
-    def ensure_traffic(self, plan: DeploymentPlan) -> Progress:
-        with self._endpoint(plan.endpoint) as endpoint:
-            endpoint["traffic"] = split_traffic(endpoint["traffic"], plan.deployment, plan.traffic_percent)
+    def endpoint(self, name: str) -> EndpointState | None:
+        path = self._path(name)
+        if not path.exists():
+            return None
+        endpoint = json.loads(path.read_text(encoding="utf-8"))
+        models = {d["name"]: d["tags"].get(DEPLOYMENT_MODEL_TAG) for d in endpoint["deployments"].values()}
+        return EndpointState(traffic={k: v for k, v in endpoint["traffic"].items() if v}, models=models)
+
+    def set_traffic(self, endpoint: str, traffic: Mapping[str, int]) -> Progress:
+        with self._endpoint(endpoint) as state:
+            missing = sorted(set(traffic) - set(state.get("deployments", {})))
+            if missing:
+                raise DeploymentFailed(f"online endpoint {endpoint} has no deployment {', '.join(missing)}")
+            state["traffic"] = {name: share for name, share in traffic.items() if share}
         return Progress.READY
 
     def deployments_of(self, model: ModelRef) -> list[dict[str, Any]]:
         found = []
-        for endpoint_file in sorted(self.endpoints.glob("*.json")):
-            endpoint = json.loads(endpoint_file.read_text(encoding="utf-8"))
+        for endpoint in self.list():
             for deployment in endpoint["deployments"].values():
                 if deployment["tags"].get(DEPLOYMENT_MODEL_TAG) == str(model):
                     found.append(
@@ -189,21 +259,50 @@ class LocalDeployer:
         return found
 
     def list(self) -> list[dict[str, Any]]:
-        return [json.loads(path.read_text(encoding="utf-8")) for path in sorted(self.endpoints.glob("*.json"))]
+        return [json.loads(path.read_text(encoding="utf-8")) for path in sorted(self.endpoints.glob("[!.]*.json"))]
+
+    def _path(self, name: str) -> Path:
+        if not _ENDPOINT_NAME.fullmatch(name):
+            raise ValueError(f"invalid endpoint name {name!r}")
+        return self.endpoints / f"{name}.json"
 
     @contextlib.contextmanager
     def _endpoint(self, name: str) -> Iterator[dict[str, Any]]:
         """Read-modify-write of one endpoint file under an exclusive lock, replaced atomically."""
-        if not _ENDPOINT_NAME.fullmatch(name):
-            raise ValueError(f"invalid endpoint name {name!r}")
+        path = self._path(name)
         self.endpoints.mkdir(parents=True, exist_ok=True)
-        path = self.endpoints / f"{name}.json"
         with _exclusive_lock(self.endpoints / f".{name}.lock"):
             endpoint = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
             yield endpoint
             staged = path.with_name(f".{name}.{uuid.uuid4().hex}.tmp")
             staged.write_text(json.dumps(endpoint, indent=2), encoding="utf-8")
             os.replace(staged, path)
+
+
+def check_model_source(model_type: str, source: Path) -> None:
+    """What `az ml model create --path` checks before it uploads anything."""
+    if not source.exists():
+        raise InvalidModelFolder(f"path {source} does not exist")
+    if model_type == "mlflow_model" and not (source / "MLmodel").is_file():
+        raise InvalidModelFolder(f"path {source} is not an MLflow model folder (no MLmodel file in it)")
+
+
+def _remove_abandoned_writes(folder: Path) -> None:
+    """Remove `.creating-*` folders whose writer has died (killed mid-write). A live writer's folder stays."""
+    for staged in folder.glob(f"{_CREATING}*"):
+        writer = re.match(rf"{re.escape(_CREATING)}pid(\d+)-", staged.name)
+        if writer is None or not _alive(int(writer[1])):
+            shutil.rmtree(staged, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
 
 
 @contextlib.contextmanager

@@ -1,4 +1,5 @@
-"""Promotions and decisions as flat records of strings and None, shared by the SQLite and Tables stores.
+"""Promotions, decisions, registry copies and lifecycle events as flat records of strings and None, shared by
+the SQLite and Tables stores.
 
 Both stores keep exactly these columns/properties, so the two adapters cannot drift apart. Mappings are
 JSON strings (Tables has no nested values), and datetimes are fixed-width UTC strings: they round-trip
@@ -14,7 +15,19 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from promotion.domain import Decision, HistoryEntry, ModelRef, Outcome, Promotion, State
+from promotion.domain import (
+    CopyState,
+    Decision,
+    EventType,
+    HistoryEntry,
+    LifecycleEvent,
+    Lineage,
+    ModelRef,
+    Outcome,
+    Promotion,
+    RegistryCopy,
+    State,
+)
 
 Record = dict[str, Any]
 
@@ -131,3 +144,69 @@ def oldest_first(decisions: list[Decision]) -> list[Decision]:
 
 def newest_first(promotions: list[Promotion]) -> list[Promotion]:
     return sorted(promotions, key=lambda p: (p.created_at, p.id), reverse=True)
+
+
+def copy_record(copy: RegistryCopy) -> Record:
+    """Every field but revision (the store's own)."""
+    return {
+        "model_name": copy.model.name,
+        "model_version": copy.model.version,
+        "attempt": copy.attempt,
+        "state": copy.state.value,
+        "model_type": copy.model_type,
+        "lineage": json.dumps(copy.lineage.as_tags()),
+        "tags": json.dumps(dict(copy.tags)),
+        "description": copy.description,
+        "started_at": stamp(copy.started_at),
+        "updated_at": stamp(copy.updated_at),
+        "operation": copy.operation,
+        "error": copy.error,
+    }
+
+
+def copy_from_record(record: Mapping[str, Any], revision: str) -> RegistryCopy:
+    return RegistryCopy(
+        model=ModelRef(record["model_name"], record["model_version"]),
+        attempt=record["attempt"],
+        state=CopyState(record["state"]),
+        model_type=record["model_type"],
+        lineage=Lineage.from_tags(json.loads(record["lineage"])),
+        tags=json.loads(record["tags"]),
+        description=record.get("description"),
+        started_at=parse_stamp(record["started_at"]),
+        updated_at=parse_stamp(record["updated_at"]),
+        operation=record.get("operation"),
+        error=record.get("error"),
+        revision=revision,
+    )
+
+
+def event_record(event: LifecycleEvent) -> Record:
+    return {
+        "id": event.id,
+        "type": event.type.value,
+        "source": event.source,
+        "model_name": event.model.name,
+        "model_version": event.model.version,
+        "at": stamp(event.at),
+        "data": json.dumps(dict(event.data)),
+        "published_at": stamp(event.published_at) if event.published_at else None,
+    }
+
+
+def event_from_record(record: Mapping[str, Any]) -> LifecycleEvent:
+    published = record.get("published_at")
+    return LifecycleEvent(
+        id=record["id"],
+        type=EventType(record["type"]),
+        source=record["source"],
+        model=ModelRef(record["model_name"], record["model_version"]),
+        at=parse_stamp(record["at"]),
+        data=json.loads(record["data"]),
+        published_at=parse_stamp(published) if published else None,
+    )
+
+
+def in_order(events: list[LifecycleEvent]) -> list[LifecycleEvent]:
+    # The id breaks ties so both stores order equal timestamps the same way.
+    return sorted(events, key=lambda e: (e.at, e.id))

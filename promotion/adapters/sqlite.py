@@ -12,14 +12,15 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 from promotion.adapters import records
-from promotion.domain import Decision, ModelRef, Promotion, State
-from promotion.ports import OpenPromotionExists, PromotionNotFound, StaleRevision
+from promotion.domain import CopyState, Decision, LifecycleEvent, ModelRef, Promotion, RegistryCopy, State
+from promotion.ports import CopyClaimed, OpenPromotionExists, PromotionNotFound, StaleRevision, StoreUnavailable
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS promotions (
@@ -50,6 +51,33 @@ CREATE TABLE IF NOT EXISTS promotion_history (
     detail TEXT NOT NULL,
     PRIMARY KEY (promotion_id, seq)
 );
+CREATE TABLE IF NOT EXISTS copies (
+    model_name TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    attempt TEXT NOT NULL,
+    state TEXT NOT NULL,
+    model_type TEXT NOT NULL,
+    lineage TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    description TEXT,
+    started_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    operation TEXT,
+    error TEXT,
+    revision INTEGER NOT NULL,
+    PRIMARY KEY (model_name, model_version)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id TEXT PRIMARY KEY,
+    type TEXT NOT NULL,
+    source TEXT NOT NULL,
+    model_name TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    at TEXT NOT NULL,
+    data TEXT NOT NULL,
+    published_at TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_by_publication ON outbox (published_at, at, id);
 CREATE TABLE IF NOT EXISTS decisions (
     scope TEXT NOT NULL,
     event_id TEXT NOT NULL,
@@ -71,7 +99,7 @@ class SqlitePromotionStore:
         self._ready = False
         self._ready_lock = threading.Lock()
 
-    def add(self, promotion: Promotion) -> Promotion:
+    def add(self, promotion: Promotion, events: Sequence[LifecycleEvent] = ()) -> Promotion:
         record = records.promotion_record(promotion)
         with self._transaction() as db:
             holder = self._open_holder(db, promotion)
@@ -81,6 +109,7 @@ class SqlitePromotionStore:
                 raise ValueError(f"promotion {promotion.id} already exists")
             _insert(db, "promotions", {**record, "revision": 1, "open_model": records.open_model(promotion)})
             self._append_history(db, promotion, start=0)
+            _append_events(db, events)
         return replace(promotion, revision="1")
 
     def get(self, promotion_id: str) -> Promotion:
@@ -100,7 +129,7 @@ class SqlitePromotionStore:
             found = [self._from_row(db, row) for row in rows]
         return records.newest_first(found)
 
-    def save(self, promotion: Promotion) -> Promotion:
+    def save(self, promotion: Promotion, events: Sequence[LifecycleEvent] = ()) -> Promotion:
         record = records.promotion_record(promotion)
         with self._transaction() as db:
             row = db.execute("SELECT revision FROM promotions WHERE id = ?", (promotion.id,)).fetchone()
@@ -122,17 +151,101 @@ class SqlitePromotionStore:
                 f"UPDATE promotions SET {assignments}, revision = :revision, open_model = :open_model WHERE id = :id",
                 {**record, "revision": revision, "open_model": records.open_model(promotion)},
             )
+            _append_events(db, events)
             return self._read(db, promotion.id)
 
     def record_decision(self, decision: Decision) -> bool:
-        row = {"scope": records.model_scope(decision.model), **records.decision_record(decision)}
         with self._transaction() as db:
-            return _insert(db, "decisions", row, or_ignore=True) == 1
+            return _insert(db, "decisions", _decision_row(decision), verb="INSERT OR IGNORE") == 1
 
     def decisions(self, model: ModelRef) -> list[Decision]:
         with self._transaction(write=False) as db:
             rows = db.execute("SELECT * FROM decisions WHERE scope = ?", (records.model_scope(model),)).fetchall()
         return records.oldest_first([records.decision_from_record(dict(row)) for row in rows])
+
+    # -- registry copies
+
+    def copy(self, model: ModelRef) -> RegistryCopy | None:
+        with self._transaction(write=False) as db:
+            return _read_copy(db, model)
+
+    def copies(self, *, state: CopyState | None = None) -> list[RegistryCopy]:
+        query, params = "SELECT * FROM copies", ()
+        if state is not None:
+            query, params = query + " WHERE state = ?", (state.value,)
+        with self._transaction(write=False) as db:
+            rows = db.execute(query + " ORDER BY started_at, model_name, model_version", params).fetchall()
+        return [_copy_from_row(row) for row in rows]
+
+    def claim_copy(self, copy: RegistryCopy, *, replacing: RegistryCopy | None = None) -> RegistryCopy:
+        with self._transaction() as db:
+            stored = _read_copy(db, copy.model)
+            if stored is not None:
+                if replacing is None or stored.revision != replacing.revision:
+                    raise CopyClaimed(stored)
+                db.execute(
+                    "DELETE FROM copies WHERE model_name = ? AND model_version = ?",
+                    (copy.model.name, copy.model.version),
+                )
+            revision = int(stored.revision or 0) + 1 if stored else 1
+            _insert(db, "copies", {**records.copy_record(copy), "revision": revision})
+        return replace(copy, revision=str(revision))
+
+    def save_copy(
+        self, copy: RegistryCopy, *, decision: Decision | None = None, events: Sequence[LifecycleEvent] = ()
+    ) -> RegistryCopy:
+        with self._transaction() as db:
+            stored = _read_copy(db, copy.model)
+            if stored is None or stored.revision != copy.revision:
+                raise StaleRevision(f"the copy of {copy.model} changed since it was read")
+            revision = int(stored.revision or 0) + 1
+            record = records.copy_record(copy)
+            assignments = ", ".join(f"{column} = :{column}" for column in record)
+            db.execute(
+                f"UPDATE copies SET {assignments}, revision = :revision "
+                "WHERE model_name = :model_name AND model_version = :model_version",
+                {**record, "revision": revision},
+            )
+            if decision is not None:
+                _insert(db, "decisions", _decision_row(decision), verb="INSERT OR REPLACE")
+            _append_events(db, events)
+        return replace(copy, revision=str(revision))
+
+    def release_copy(self, claimed: RegistryCopy, *, previous: RegistryCopy | None) -> None:
+        with self._transaction() as db:
+            stored = _read_copy(db, claimed.model)
+            if stored is None or stored.revision != claimed.revision:
+                return  # not ours any more
+            db.execute(
+                "DELETE FROM copies WHERE model_name = ? AND model_version = ?",
+                (claimed.model.name, claimed.model.version),
+            )
+            if previous is not None:
+                _insert(db, "copies", {**records.copy_record(previous), "revision": int(stored.revision or 0) + 1})
+
+    # -- the outbox of lifecycle events
+
+    def unpublished_events(self, *, limit: int) -> list[LifecycleEvent]:
+        query = "SELECT * FROM outbox WHERE published_at IS NULL ORDER BY at, id LIMIT ?"
+        with self._transaction(write=False) as db:
+            return [records.event_from_record(dict(row)) for row in db.execute(query, (limit,)).fetchall()]
+
+    def events(self, *, unpublished_only: bool = False) -> list[LifecycleEvent]:
+        where = " WHERE published_at IS NULL" if unpublished_only else ""
+        with self._transaction(write=False) as db:
+            rows = db.execute(f"SELECT * FROM outbox{where} ORDER BY at, id").fetchall()
+        return [records.event_from_record(dict(row)) for row in rows]
+
+    def mark_published(self, events: Sequence[LifecycleEvent], at: datetime) -> None:
+        with self._transaction() as db:
+            db.executemany(
+                "UPDATE outbox SET published_at = ? WHERE id = ? AND published_at IS NULL",
+                [(records.stamp(at), event.id) for event in events],
+            )
+
+    def purge_published(self, *, before: datetime) -> int:
+        with self._transaction() as db:
+            return db.execute("DELETE FROM outbox WHERE published_at < ?", (records.stamp(before),)).rowcount
 
     # -- helpers ----------------------------------------------------------------------------------------
 
@@ -166,13 +279,18 @@ class SqlitePromotionStore:
 
     @contextmanager
     def _transaction(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
-        self._ensure_schema()
-        db = self._connect()
+        try:
+            self._ensure_schema()
+            db = self._connect()
+        except sqlite3.OperationalError as error:
+            raise _unavailable(error) from error
         try:
             # A read transaction gives a consistent snapshot of a promotion and its history under WAL.
             db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             yield db
             db.execute("COMMIT")
+        except sqlite3.OperationalError as error:
+            raise _unavailable(error) from error
         finally:
             if db.in_transaction:
                 db.execute("ROLLBACK")
@@ -217,8 +335,32 @@ class SqlitePromotionStore:
                 time.sleep(0.01)
 
 
-def _insert(db: sqlite3.Connection, table: str, row: dict, *, or_ignore: bool = False) -> int:
+def _insert(db: sqlite3.Connection, table: str, row: dict, *, verb: str = "INSERT") -> int:
     columns = ", ".join(row)
     placeholders = ", ".join(f":{column}" for column in row)
-    verb = "INSERT OR IGNORE" if or_ignore else "INSERT"
     return db.execute(f"{verb} INTO {table} ({columns}) VALUES ({placeholders})", row).rowcount
+
+
+def _unavailable(error: sqlite3.OperationalError) -> StoreUnavailable:
+    """A busy database (another writer held the lock past the timeout), a full disk, or an unreadable file."""
+    return StoreUnavailable(f"the SQLite promotion store is unavailable: {error}")
+
+
+def _decision_row(decision: Decision) -> dict:
+    return {"scope": records.model_scope(decision.model), **records.decision_record(decision)}
+
+
+def _append_events(db: sqlite3.Connection, events: Sequence[LifecycleEvent]) -> None:
+    for event in events:
+        _insert(db, "outbox", records.event_record(event))
+
+
+def _read_copy(db: sqlite3.Connection, model: ModelRef) -> RegistryCopy | None:
+    row = db.execute(
+        "SELECT * FROM copies WHERE model_name = ? AND model_version = ?", (model.name, model.version)
+    ).fetchone()
+    return _copy_from_row(row) if row else None
+
+
+def _copy_from_row(row: sqlite3.Row) -> RegistryCopy:
+    return records.copy_from_record(dict(row), str(row["revision"]))

@@ -1,49 +1,90 @@
 """PromotionStore on Azure Table Storage (the Function app's own storage account, or Azurite locally).
 
-Layout, chosen so that every write is a single entity-group transaction (atomic, same partition only):
+Everything lives in one partition, so that every change is a single entity-group transaction (atomic, same
+partition only) together with the lifecycle events that report it:
 
     PartitionKey "promotions"
-      RowKey "p|{id}"              the promotion; its ETag is the revision
-      RowKey "p|{id}|{seq:06d}"    one history entry each, insert-only
-      RowKey "open|{name}:{ver}"   lock held by the one open promotion of a model version
-    PartitionKey "decisions|{name}:{ver}"  ("decisions|" when the event named no model)
-      RowKey = event id, percent-encoded (event ids may hold characters keys forbid)
+      RowKey "p|{id}"                       the promotion; its ETag is the revision
+      RowKey "p|{id}|{seq:06d}"             one history entry each, insert-only
+      RowKey "open|{name}:{ver}"            lock held by the one open promotion of a model version
+      RowKey "c|{name}:{ver}"               the latest registry copy attempt of a model version
+      RowKey "d|{name}:{ver}|{cause}"       one decision per cause ("d||{cause}" when the event named no model)
+      RowKey "o|{at}|{event id}"            an unpublished lifecycle event (the outbox), oldest first
+      RowKey "s|{published at}|{event id}"  a published one, kept for the retention period
 
-- add: create promotion + its history + the lock together; a lock that already exists fails the whole
-  transaction, so "check for an open promotion, then insert" cannot race.
-- save: replace the promotion only if its ETag still matches (If-Match), create the new history rows
-  and release/take the lock, all in one transaction: a stale save changes nothing, and stored history
+- add: create promotion + its history + the lock + its events together; a lock that already exists fails the
+  whole transaction, so "check for an open promotion, then insert" cannot race.
+- save: replace the promotion only if its ETag still matches (If-Match), create the new history rows and
+  events, and release/take the lock, all in one transaction: a stale save changes nothing, and stored history
   rows are only ever created, never updated.
-- A promotion's rows sort next to each other, so get is one query; one partition holds them all, which
-  is far below its ~2,000 operations/s target for a human-paced approval flow.
+- publishing moves an event from "o|" to "s|" (delete and create in one transaction), so the outbox query
+  reads only what is unpublished, and the retention sweep reads only what is old.
+- The partition's target of about 2,000 operations/s is far above what model registrations and a human-paced
+  approval flow produce.
+
+Keys may not hold '/', '\\', '#', '?' or control characters and may not exceed 1 KiB: causes (event ids come
+from outside) are percent-encoded, and a long one is replaced by its digest; the record keeps the original.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from promotion.adapters import records
-from promotion.domain import Decision, ModelRef, Promotion, State
-from promotion.ports import OpenPromotionExists, PromotionNotFound, StaleRevision
+from promotion.domain import CopyState, Decision, LifecycleEvent, ModelRef, Promotion, RegistryCopy, State
+from promotion.ports import CopyClaimed, OpenPromotionExists, PromotionNotFound, StaleRevision, StoreUnavailable
 
 PARTITION = "promotions"
-_END = "}"  # the character after the "|" separator: "p|{id}|" <= key < "p|{id}}" selects one promotion's rows
+_END = "}"  # the character after "|": "p|{id}|" <= key < "p|{id}}" selects one promotion's rows
+_MAX_CAUSE_KEY = 400  # characters of an encoded cause kept in a key; longer ones are stored under a digest
+_BATCH = 100  # operations in one entity-group transaction, at most
+# Parameters must stand between single spaces: the SDK substitutes whitespace-separated words.
+_BETWEEN = "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi"
 
 _ADD_ATTEMPTS = 5  # an add retries only when the open promotion it collided with closed meanwhile
+# A storage outage must answer 503 within seconds, not after azure-core's defaults (10 retries, 300-second reads).
+CLIENT_OPTIONS: dict[str, Any] = {"retry_total": 2, "connection_timeout": 5, "read_timeout": 20}
 
 # Tables already created by this process, so a store built per request does not re-create them.
 _created: set[tuple[str, str]] = set()
 _created_lock = threading.Lock()
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _available(method: F) -> F:
+    """Outages, throttling and timeouts of the storage account become StoreUnavailable (answered 503)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+
+        try:
+            return method(*args, **kwargs)
+        except (ServiceRequestError, ServiceResponseError) as error:
+            raise StoreUnavailable(f"Table Storage cannot be reached: {type(error).__name__}") from error
+        except HttpResponseError as error:
+            if error.status_code in (408, 429, 500, 502, 503, 504):
+                raise StoreUnavailable(f"Table Storage is unavailable ({error.status_code})") from error
+            raise
+
+    return wrapper  # type: ignore[return-value]
+
 
 class TablePromotionStore:
     """Promotions in Azure Table Storage, reached with a connection string (Azurite, or a key), or with an
-    identity (the table endpoint and a token credential: managed identity in Azure, no secret anywhere)."""
+    identity (the table endpoint and a token credential: managed identity in Azure, no secret anywhere).
+
+    A malformed connection string raises ValueError here, before any request, so it is reported as a setting.
+    """
 
     def __init__(
         self,
@@ -52,21 +93,38 @@ class TablePromotionStore:
         endpoint: str | None = None,
         credential: Any = None,
         table_name: str = "promotions",
+        client_options: dict[str, Any] | None = None,
     ):
+        from azure.data.tables import TableServiceClient
+
         if (connection_string is None) == (endpoint is None):
             raise ValueError("give either a connection string or a table endpoint")
-        self._connection_string = connection_string
-        self._endpoint = endpoint
-        self._credential = credential
+        options = {**CLIENT_OPTIONS, **(client_options or {})}
+        if connection_string is not None:
+            self._service = TableServiceClient.from_connection_string(connection_string, **options)
+        else:
+            if credential is None:
+                from azure.identity import DefaultAzureCredential
+
+                credential = DefaultAzureCredential()
+            self._service = TableServiceClient(endpoint=endpoint, credential=credential, **options)
         self._table_name = table_name
         self._client: Any = None
         self._client_lock = threading.Lock()
 
-    def add(self, promotion: Promotion) -> Promotion:
+    @property
+    def url(self) -> str:
+        """The Table service's URL (never a key: a connection string's key is not part of it)."""
+        return self._service.url
+
+    # -- promotions
+
+    @_available
+    def add(self, promotion: Promotion, events: Sequence[LifecycleEvent] = ()) -> Promotion:
         from azure.data.tables import TableErrorCode, TableTransactionError
 
         entity = _promotion_entity(promotion)
-        operations = [("create", entity), *_history_operations(promotion, start=0)]
+        operations = [("create", entity), *_history_operations(promotion, start=0), *_event_operations(events)]
         lock = _lock_key(promotion)
         if lock:
             operations.append(("create", _lock_entity(lock, promotion.id)))
@@ -85,12 +143,12 @@ class TablePromotionStore:
                 # The holder closed between our attempt and the lookup: the slot is free now, try again.
         raise RuntimeError(f"the open promotion of {promotion.model} kept changing while adding {promotion.id}")
 
+    @_available
     def get(self, promotion_id: str) -> Promotion:
         if not records.is_valid_promotion_id(promotion_id):
             raise PromotionNotFound(promotion_id)  # it could never have been stored
         row = f"p|{promotion_id}"
-        found = self._query(
-            # Parameters must stand between single spaces: the SDK substitutes whitespace-separated words.
+        found = self._promotions(
             "PartitionKey eq @pk and ( RowKey eq @row or ( RowKey ge @lo and RowKey lt @hi ) )",
             pk=PARTITION,
             row=row,
@@ -101,16 +159,16 @@ class TablePromotionStore:
             raise PromotionNotFound(promotion_id)
         return found[0]
 
+    @_available
     def list(self, *, state: State | None = None, model: ModelRef | None = None) -> list[Promotion]:
-        # Filtered here rather than in the query: history rows carry no state, and the partition stays small.
-        every_row = "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi"
-        found = self._query(every_row, pk=PARTITION, lo="p|", hi="p" + _END)
+        # Filtered here rather than in the query: history rows carry no state, and the promotions stay few.
+        found = self._promotions(_BETWEEN, pk=PARTITION, lo="p|", hi="p" + _END)
         wanted = [p for p in found if (state is None or p.state == state) and (model is None or p.model == model)]
         return records.newest_first(wanted)
 
-    def save(self, promotion: Promotion) -> Promotion:
-        from azure.core import MatchConditions
-        from azure.data.tables import TableErrorCode, TableTransactionError, UpdateMode
+    @_available
+    def save(self, promotion: Promotion, events: Sequence[LifecycleEvent] = ()) -> Promotion:
+        from azure.data.tables import TableErrorCode, TableTransactionError
 
         entity = _promotion_entity(promotion)
         stored = self.get(promotion.id)
@@ -118,8 +176,11 @@ class TablePromotionStore:
             raise StaleRevision(f"promotion {promotion.id} changed since it was read")
         # Entries the store already holds are never touched: only the caller's extra ones are appended.
         held = len(stored.history)
-        update = {"mode": UpdateMode.REPLACE, "etag": stored.revision, "match_condition": MatchConditions.IfNotModified}
-        operations: list[tuple] = [("update", entity, update), *_history_operations(promotion, start=held)]
+        operations: list[tuple] = [
+            _if_unchanged("update", entity, stored.revision),
+            *_history_operations(promotion, start=held),
+            *_event_operations(events),
+        ]
         old_lock, new_lock = _lock_key(stored), _lock_key(promotion)
         if old_lock != new_lock:
             if old_lock:
@@ -137,31 +198,155 @@ class TablePromotionStore:
             raise
         return replace(promotion, history=stored.history + promotion.history[held:], revision=results[0]["etag"])
 
+    # -- decisions
+
+    @_available
     def record_decision(self, decision: Decision) -> bool:
         from azure.core.exceptions import ResourceExistsError
 
-        entity = {
-            "PartitionKey": _decision_partition(decision.model),
-            "RowKey": quote(decision.event_id, safe=""),
-            **records.decision_record(decision),
-        }
         try:
-            self._table().create_entity(entity)
+            self._table().create_entity(_decision_entity(decision))
         except ResourceExistsError:
             return False
         return True
 
+    @_available
     def decisions(self, model: ModelRef) -> list[Decision]:
-        entities = self._table().query_entities("PartitionKey eq @pk", parameters={"pk": _decision_partition(model)})
+        prefix = f"d|{records.model_scope(model)}|"
+        entities = self._between(prefix, prefix[:-1] + _END)
         return records.oldest_first([records.decision_from_record(entity) for entity in entities])
 
-    # -- helpers ----------------------------------------------------------------------------------------
+    # -- registry copies
 
-    def _query(self, query_filter: str, **parameters: str) -> list[Promotion]:
+    @_available
+    def copy(self, model: ModelRef) -> RegistryCopy | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return _copy_from_entity(self._table().get_entity(PARTITION, _copy_key(model)))
+        except ResourceNotFoundError:
+            return None
+
+    @_available
+    def copies(self, *, state: CopyState | None = None) -> list[RegistryCopy]:
+        found = [_copy_from_entity(entity) for entity in self._between("c|", "c" + _END)]
+        wanted = [copy for copy in found if state is None or copy.state is state]
+        return sorted(wanted, key=lambda copy: (copy.started_at, copy.model))
+
+    @_available
+    def claim_copy(self, copy: RegistryCopy, *, replacing: RegistryCopy | None = None) -> RegistryCopy:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        entity = _copy_entity(copy)
+        try:
+            if replacing is None:
+                result = self._table().create_entity(entity)
+            else:
+                condition = {"etag": replacing.revision, "match_condition": MatchConditions.IfNotModified}
+                result = self._table().update_entity(entity, mode=UpdateMode.REPLACE, **condition)
+        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as error:
+            stored = self.copy(copy.model)
+            if stored is None:
+                raise StaleRevision(f"the copy of {copy.model} changed while it was claimed") from error
+            raise CopyClaimed(stored) from error
+        return replace(copy, revision=result["etag"])
+
+    @_available
+    def save_copy(
+        self, copy: RegistryCopy, *, decision: Decision | None = None, events: Sequence[LifecycleEvent] = ()
+    ) -> RegistryCopy:
+        from azure.data.tables import TableErrorCode, TableTransactionError, UpdateMode
+
+        operations: list[tuple] = [_if_unchanged("update", _copy_entity(copy), copy.revision)]
+        if decision is not None:
+            operations.append(("upsert", _decision_entity(decision), {"mode": UpdateMode.REPLACE}))
+        operations.extend(_event_operations(events))
+        try:
+            results = self._table().submit_transaction(operations)
+        except TableTransactionError as error:
+            if error.error_code in (TableErrorCode.UPDATE_CONDITION_NOT_SATISFIED, TableErrorCode.RESOURCE_NOT_FOUND):
+                raise StaleRevision(f"the copy of {copy.model} changed since it was read") from error
+            raise
+        return replace(copy, revision=results[0]["etag"])
+
+    @_available
+    def release_copy(self, claimed: RegistryCopy, *, previous: RegistryCopy | None) -> None:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        table = self._table()
+        condition = {"etag": claimed.revision, "match_condition": MatchConditions.IfNotModified}
+        with contextlib.suppress(ResourceModifiedError, ResourceNotFoundError):  # not ours any more
+            if previous is None:
+                table.delete_entity(PARTITION, _copy_key(claimed.model), **condition)
+            else:
+                table.update_entity(_copy_entity(previous), mode=UpdateMode.REPLACE, **condition)
+
+    # -- the outbox of lifecycle events
+
+    @_available
+    def unpublished_events(self, *, limit: int) -> list[LifecycleEvent]:
+        found = []
+        for entity in self._between("o|", "o" + _END):  # keys sort oldest first
+            found.append(records.event_from_record(entity))
+            if len(found) == limit:
+                break
+        return found
+
+    @_available
+    def events(self, *, unpublished_only: bool = False) -> list[LifecycleEvent]:
+        ranges = [("o|", "o" + _END)] + ([] if unpublished_only else [("s|", "s" + _END)])
+        found = [records.event_from_record(entity) for low, high in ranges for entity in self._between(low, high)]
+        return records.in_order(found)
+
+    @_available
+    def mark_published(self, events: Sequence[LifecycleEvent], at: datetime) -> None:
+        from azure.data.tables import TableTransactionError
+
+        moves = [
+            [
+                ("delete", {"PartitionKey": PARTITION, "RowKey": _outbox_key(event)}),
+                ("create", _published_entity(replace(event, published_at=at))),
+            ]
+            for event in events
+        ]
+        for start in range(0, len(moves), _BATCH // 2):
+            batch = moves[start : start + _BATCH // 2]
+            try:
+                self._table().submit_transaction([operation for move in batch for operation in move])
+            except TableTransactionError:
+                # Another publisher moved some of them first: move the rest one by one.
+                for move in batch:
+                    with contextlib.suppress(TableTransactionError):
+                        self._table().submit_transaction(move)
+
+    @_available
+    def purge_published(self, *, before: datetime) -> int:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        old = list(self._between("s|", f"s|{records.stamp(before)}"))
+        for entity in old:
+            with contextlib.suppress(ResourceNotFoundError):  # another sweep deleted it first
+                self._table().delete_entity(PARTITION, entity["RowKey"])
+        return len(old)
+
+    # -- helpers
+
+    def _query(self, query_filter: str, **parameters: str) -> Iterable[Any]:
+        return self._table().query_entities(query_filter, parameters=parameters)
+
+    def _between(self, low: str, high: str) -> Iterable[Any]:
+        """The rows whose keys run from `low` (included) to `high` (excluded), in key order."""
+        return self._query(_BETWEEN, pk=PARTITION, lo=low, hi=high)
+
+    def _promotions(self, query_filter: str, **parameters: str) -> list[Promotion]:
         """Promotions with their history, from a query over promotion and history rows."""
         rows: dict[str, Any] = {}
         history: dict[str, list[tuple[int, Any]]] = {}
-        for entity in self._table().query_entities(query_filter, parameters=parameters):
+        for entity in self._query(query_filter, **parameters):
             _, promotion_id, *seq = entity["RowKey"].split("|")
             if seq:
                 history.setdefault(promotion_id, []).append((int(seq[0]), records.history_from_record(entity)))
@@ -197,23 +382,22 @@ class TablePromotionStore:
 
     def _connect(self) -> Any:
         from azure.core.exceptions import ResourceExistsError
-        from azure.data.tables import TableServiceClient
 
-        if self._connection_string is not None:
-            service = TableServiceClient.from_connection_string(self._connection_string)
-        else:
-            from azure.identity import DefaultAzureCredential
-
-            service = TableServiceClient(
-                endpoint=self._endpoint, credential=self._credential or DefaultAzureCredential()
-            )
-        key = (self._connection_string or self._endpoint or "", self._table_name)
+        key = (self._service.url, self._table_name)
         with _created_lock:
             if key not in _created:
                 with contextlib.suppress(ResourceExistsError):  # another process created it first
-                    service.create_table(self._table_name)
+                    self._service.create_table(self._table_name)
                 _created.add(key)
-        return service.get_table_client(self._table_name)
+        return self._service.get_table_client(self._table_name)
+
+
+def _if_unchanged(operation: str, entity: dict[str, Any], etag: str | None) -> tuple:
+    from azure.core import MatchConditions
+    from azure.data.tables import UpdateMode
+
+    condition = {"mode": UpdateMode.REPLACE, "etag": etag, "match_condition": MatchConditions.IfNotModified}
+    return (operation, entity, condition)
 
 
 def _promotion_entity(promotion: Promotion) -> dict[str, Any]:
@@ -235,5 +419,42 @@ def _lock_entity(lock: str, promotion_id: str) -> dict[str, Any]:
     return {"PartitionKey": PARTITION, "RowKey": lock, "promotion_id": promotion_id}
 
 
-def _decision_partition(model: ModelRef | None) -> str:
-    return f"decisions|{records.model_scope(model)}"
+def _cause_key(cause: str) -> str:
+    encoded = quote(cause, safe="")
+    if len(encoded) <= _MAX_CAUSE_KEY:
+        return encoded
+    return "~sha256~" + hashlib.sha256(cause.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _decision_entity(decision: Decision) -> dict[str, Any]:
+    row = f"d|{records.model_scope(decision.model)}|{_cause_key(decision.event_id)}"
+    return {"PartitionKey": PARTITION, "RowKey": row, **records.decision_record(decision)}
+
+
+def _copy_key(model: ModelRef) -> str:
+    return f"c|{model}"
+
+
+def _copy_entity(copy: RegistryCopy) -> dict[str, Any]:
+    return {"PartitionKey": PARTITION, "RowKey": _copy_key(copy.model), **records.copy_record(copy)}
+
+
+def _copy_from_entity(entity: Any) -> RegistryCopy:
+    return records.copy_from_record(entity, entity.metadata["etag"])
+
+
+def _outbox_key(event: LifecycleEvent) -> str:
+    return f"o|{records.stamp(event.at)}|{event.id}"
+
+
+def _event_operations(events: Sequence[LifecycleEvent]) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        ("create", {"PartitionKey": PARTITION, "RowKey": _outbox_key(event), **records.event_record(event)})
+        for event in events
+    ]
+
+
+def _published_entity(event: LifecycleEvent) -> dict[str, Any]:
+    assert event.published_at is not None
+    row = f"s|{records.stamp(event.published_at)}|{event.id}"
+    return {"PartitionKey": PARTITION, "RowKey": row, **records.event_record(event)}

@@ -1,24 +1,37 @@
-"""The Azure ML adapter through the real azure-ai-ml SDK and the real DefaultAzureCredential, against the
-in-process HTTP fake of Azure ML (tests/fakes/azureml_http.py). Offline and fast."""
+"""The Azure ML adapter through the real Azure SDKs (azure-mgmt-core for ARM, azure-ai-ml's MLClient for production)
+and the real DefaultAzureCredential, against the in-process HTTP fake of Azure ML (tests/fakes/azureml_http.py).
+Offline and fast; the fake is as slow and as strict as the service where it matters."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from azure.core.exceptions import HttpResponseError, ServiceRequestError
 
 from promotion.adapters.azureml import AzureMLBackend
 from promotion.domain import DEPLOYMENT_MODEL_TAG as MODEL_TAG
-from promotion.domain import Lineage, ModelRef
-from promotion.ports import AlreadyExists, DeploymentFailed, DeploymentPlan, Progress
+from promotion.domain import ModelRef, ModelVersion
+from promotion.ports import (
+    AlreadyExists,
+    CopyProgress,
+    CopyRefused,
+    DeploymentFailed,
+    DeploymentPlan,
+    Progress,
+)
+from promotion.settings import Settings
+from tests.fakes.fixtures import AZUREML_ENV
 
 pytest_plugins = ["tests.fakes.fixtures"]
 # azure-ai-ml builds its marshmallow schemas on first use, each with a deprecation warning that is not ours.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:marshmallow.*")
 
+ROOT = Path(__file__).resolve().parents[2]
 CREDIT = ModelRef("credit-risk", "3")
 SOURCE = {
     "type": "mlflow_model",
@@ -26,10 +39,7 @@ SOURCE = {
     "properties": {"auc": "0.91"},
     "description": "Gradient boosting on the 2024 book",
 }
-
-
-def lineage_of(ref: ModelRef) -> Lineage:
-    return Lineage("/subscriptions/s/resourceGroups/rg/providers/x/workspaces/ws-staging", ref, "event-1", "digest-1")
+LINEAGE = {"promotion.source_model": "credit-risk:3", "promotion.event_id": "event-1"}
 
 
 def plan(*, traffic_percent: int = 100, deployment: str = "credit-risk-v3") -> DeploymentPlan:
@@ -45,10 +55,62 @@ def plan(*, traffic_percent: int = 100, deployment: str = "credit-risk-v3") -> D
     )
 
 
+def staged(fake, backend, ref: ModelRef = CREDIT) -> ModelVersion:
+    fake.add_workspace_model(ref.name, ref.version, **SOURCE)
+    return backend.staging.get(ref)
+
+
+def warm_up(fake, backend) -> None:
+    """A registry read, so the credential and the registry's resource group are known, as in a warm process."""
+    backend.registry.get(ModelRef("warm-up", "1"))
+    fake.reset_log()
+
+
+# ---- the rules the adapter lives by
+
+
 def test_importing_the_module_imports_no_azure_sdk():
     code = "import sys, promotion.adapters.azureml; print([m for m in sys.modules if m.startswith('azure')])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _private_uses(path: Path) -> list[str]:
+    """Imports of private Azure SDK modules, and private attributes read from anything but self or cls."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        modules = []
+        if isinstance(node, ast.ImportFrom) and node.module:
+            modules = [".".join([node.module, *(a.name for a in node.names if a.name.startswith("_"))])]
+        elif isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        for module in modules:
+            parts = module.split(".")
+            if parts[0] == "azure" and any(part.startswith("_") for part in parts):
+                found.append(f"{path.name}:{node.lineno} imports {module}")
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not (node.attr.startswith("__") and node.attr.endswith("__"))
+            and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+        ):
+            found.append(f"{path.name}:{node.lineno} reads .{node.attr}")
+    return found
+
+
+def test_no_module_uses_private_sdk_internals():
+    found = [use for path in sorted((ROOT / "promotion").rglob("*.py")) for use in _private_uses(path)]
+    assert found == []
+
+
+def test_the_private_use_check_can_fail(tmp_path):
+    planted = tmp_path / "planted.py"
+    planted.write_text(
+        "from azure.ai.ml._utils._registry_utils import get_registry_client\n"
+        "import azure.ai.ml._restclient\n"
+        "guid = workspace._workspace_id\n"
+    )
+    assert len(_private_uses(planted)) == 3
 
 
 # ---- staging and registry reads
@@ -68,12 +130,46 @@ def test_staging_get_finds_the_model_version(fake_azureml, azureml_backend):
     )
     assert model.path.startswith("azureml://subscriptions/")
     assert fake_azureml.token_requests == 1  # the real DefaultAzureCredential, through managed identity
+    (request,) = fake_azureml.requests
+    assert "api-version=2024-04-01" in request.url and request.url.startswith("https://management.azure.com/")
 
 
 def test_staging_get_answers_none_for_a_missing_version(fake_azureml, azureml_backend):
     fake_azureml.add_workspace_model(CREDIT.name, "2")
 
     assert azureml_backend.staging.get(CREDIT) is None
+
+
+def test_staging_listings_follow_every_page_and_leave_archived_versions_out(fake_azureml, azureml_backend):
+    for name in ("churn", "credit-risk", "fraud"):
+        for version in (1, 2, 3):
+            fake_azureml.add_workspace_model(name, version, archived=(name, version) == ("credit-risk", 2))
+    fake_azureml.add_workspace_model("retired", 1, archived=True)
+    fake_azureml.page_size = 2
+
+    assert azureml_backend.staging.names() == ["churn", "credit-risk", "fraud"]
+    assert [m.version for m in azureml_backend.staging.versions("credit-risk")] == ["1", "3"]
+    assert azureml_backend.staging.versions("unknown") == []
+    # names: 2 pages; versions: 1 page (2 active versions), and one request for the unknown name
+    assert fake_azureml.count("GET", "/models") == 4, fake_azureml.log()
+
+
+def test_a_next_link_outside_arm_is_refused(fake_azureml, azureml_backend):
+    fake_azureml.add_workspace_model("churn", 1)
+    fake_azureml.add_workspace_model("fraud", 1)
+    fake_azureml.page_size = 1
+    fake_azureml._current_path = "https://evil.example.com/steal"  # the next page link the fake will hand out
+
+    original = fake_azureml._page
+
+    def page_with_foreign_link(items, query):
+        status, headers, body = original(items, query)
+        return status, headers, body.replace("https://management.azure.com", "https://evil.example.com")
+
+    fake_azureml._page = page_with_foreign_link
+    with pytest.raises(ValueError, match="nextLink outside"):
+        azureml_backend.staging.names()
+    assert all("evil.example.com" not in request.url for request in fake_azureml.requests)
 
 
 def test_registry_get_finds_the_model_version(fake_azureml, azureml_backend):
@@ -90,141 +186,220 @@ def test_registry_get_answers_none_for_a_missing_version(fake_azureml, azureml_b
     assert azureml_backend.registry.get(CREDIT) is None
 
 
-# ---- copying into the registry
+def test_registry_versions_list_one_model(fake_azureml, azureml_backend):
+    for version in (1, 2):
+        fake_azureml.add_registry_model(CREDIT.name, version)
+    fake_azureml.add_registry_model("other", 1)
+
+    assert [m.version for m in azureml_backend.registry.versions(CREDIT.name)] == ["1", "2"]
+    assert azureml_backend.registry.versions("unknown") == []
 
 
-def warm_up(fake, backend) -> None:
-    """One copy of another model, so clients and the staging workspace's GUID are cached, as in a warm process."""
-    other = ModelRef("warm-up", "1")
-    fake.add_workspace_model(other.name, other.version)
-    backend.registry.copy_from_workspace(backend.staging.get(other), lineage_of(other))
-    fake.reset_log()
+def test_the_registry_resource_group_is_looked_up_once_per_process(fake_azureml, azureml_backend):
+    for version in ("1", "2", "3"):
+        azureml_backend.registry.get(ModelRef(CREDIT.name, version))
+
+    assert fake_azureml.count("GET", "/providers/Microsoft.MachineLearningServices/registries?") == 1
+    assert fake_azureml.count() == 4
 
 
-def test_a_new_copy_carries_the_source_metadata_and_the_lineage(fake_azureml, azureml_backend):
-    fake_azureml.add_workspace_model(CREDIT.name, CREDIT.version, **SOURCE)
-    warm_up(fake_azureml, azureml_backend)
+def test_a_configured_registry_resource_group_needs_no_lookup(fake_azureml):
+    settings = Settings.from_env({**AZUREML_ENV, "REGISTRY_RESOURCE_GROUP": "rg-ml-registry"})
+    backend = AzureMLBackend(settings, retry_total=0)
 
-    # The service's flow for a new model: registry first, then staging, then the copy.
-    assert azureml_backend.registry.get(CREDIT) is None
-    model = azureml_backend.staging.get(CREDIT)
-    copied = azureml_backend.registry.copy_from_workspace(model, lineage_of(CREDIT))
-
-    expected_tags = {**SOURCE["tags"], **lineage_of(CREDIT).as_tags()}
-    stored = fake_azureml.registry_model(CREDIT.name, CREDIT.version)["properties"]
-    assert (stored["modelType"], stored["tags"], stored["properties"], stored["description"]) == (
-        SOURCE["type"],
-        expected_tags,
-        SOURCE["properties"],
-        SOURCE["description"],
-    )
-    assert copied.ref == CREDIT and dict(copied.tags) == expected_tags
-    assert copied.description == SOURCE["description"] and dict(copied.properties) == SOURCE["properties"]
-    # registry GET, staging GET, then the copy: import POST, its first poll, the PUT of the tags.
-    copy_calls = [(r.method, r.path.split("/registries/shared-registry/")[-1]) for r in fake_azureml.requests[2:]]
-    assert [method for method, _ in copy_calls] == ["POST", "GET", "PUT"]
-    assert copy_calls[0][1] == "import" and copy_calls[1][1].startswith("importOperations/")
-    assert copy_calls[2][1] == "models/credit-risk/versions/3"
-    assert fake_azureml.count() == 5, fake_azureml.log()
-
-
-def test_the_source_is_named_by_the_staging_workspace_guid_and_location(fake_azureml, azureml_backend):
-    fake_azureml.add_workspace_model(CREDIT.name, CREDIT.version)
-
-    azureml_backend.registry.copy_from_workspace(azureml_backend.staging.get(CREDIT), lineage_of(CREDIT))
-
-    (imported,) = [r for r in fake_azureml.requests if r.path.endswith("/import")]
-    assert imported.body == {
-        "properties": {
-            "referenceType": "Id",
-            "destinationName": CREDIT.name,
-            "destinationVersion": CREDIT.version,
-            "sourceAssetId": f"azureml://locations/westeurope/workspaces/{fake_azureml.staging.guid}"
-            f"/models/{CREDIT.name}/versions/{CREDIT.version}",
-        }
-    }
-
-
-def test_an_import_without_a_final_body_costs_one_get_more(fake_azureml, azureml_backend):
-    fake_azureml.add_workspace_model(CREDIT.name, CREDIT.version, **SOURCE)
-    warm_up(fake_azureml, azureml_backend)
-    fake_azureml.import_returns_body = False
-    fake_azureml.import_polls = 2
-    model = azureml_backend.staging.get(CREDIT)
-    fake_azureml.reset_log()
-
-    copied = azureml_backend.registry.copy_from_workspace(model, lineage_of(CREDIT))
-
-    assert copied.tags["promotion.event_id"] == "event-1"
-    assert fake_azureml.count() == 5, fake_azureml.log()  # POST, 2 polls, GET, PUT
-
-
-def test_tags_the_import_copied_are_kept_and_the_sources_win(fake_azureml, azureml_backend):
-    fake_azureml.import_copies_tags = True
-    fake_azureml.add_workspace_model(CREDIT.name, CREDIT.version, **SOURCE)
-
-    copied = azureml_backend.registry.copy_from_workspace(azureml_backend.staging.get(CREDIT), lineage_of(CREDIT))
-
-    assert dict(copied.tags) == {**SOURCE["tags"], **lineage_of(CREDIT).as_tags()}
-
-
-def test_a_duplicate_costs_one_request_and_copying_it_raises_already_exists(fake_azureml, azureml_backend):
-    fake_azureml.add_workspace_model(CREDIT.name, CREDIT.version, **SOURCE)
-    warm_up(fake_azureml, azureml_backend)
-    existing = fake_azureml.add_registry_model(CREDIT.name, CREDIT.version, tags={"owner": "someone else"})
-
-    assert azureml_backend.registry.get(CREDIT) is not None
+    assert backend.registry.get(CREDIT) is None
     assert fake_azureml.count() == 1
 
-    with pytest.raises(AlreadyExists):
-        azureml_backend.registry.copy_from_workspace(azureml_backend.staging.get(CREDIT), lineage_of(CREDIT))
-    assert existing["properties"]["tags"] == {"owner": "someone else"}  # left untouched
+
+def test_an_unknown_registry_says_which_settings_to_check(fake_azureml):
+    settings = Settings.from_env({**AZUREML_ENV, "REGISTRY_NAME": "no-such-registry"})
+    backend = AzureMLBackend(settings, retry_total=0)
+
+    with pytest.raises(LookupError, match="REGISTRY_RESOURCE_GROUP"):
+        backend.registry.get(CREDIT)
 
 
-def test_losing_the_race_to_another_instance_raises_already_exists(fake_azureml, azureml_backend):
-    fake_azureml.add_workspace_model(CREDIT.name, CREDIT.version, **SOURCE)
-    assert azureml_backend.registry.get(CREDIT) is None
+@pytest.mark.parametrize("spelling", ["MLFlowModel", "mlflow_model", "TritonModel", "custom_model"])
+def test_model_types_read_in_either_spelling(fake_azureml, azureml_backend, spelling):
+    fake_azureml.add_workspace_model(CREDIT.name, CREDIT.version, type=spelling)
+
     model = azureml_backend.staging.get(CREDIT)
-    other_instance = lineage_of(CREDIT).as_tags() | {"promotion.event_id": "event-2"}
-    fake_azureml.before_next(
-        "POST", "/import", lambda: fake_azureml.add_registry_model(CREDIT.name, CREDIT.version, tags=other_instance)
+
+    assert model.type in ("mlflow_model", "triton_model", "custom_model")
+    assert model.type.replace("_", "") == spelling.replace("_", "").lower()
+
+
+# ---- starting the copy: one request, never a wait
+
+
+@pytest.mark.parametrize("retry_after", [None, 60])
+def test_starting_a_copy_is_one_request_and_never_waits(fake_azureml, azureml_backend, retry_after):
+    model = staged(fake_azureml, azureml_backend)
+    warm_up(fake_azureml, azureml_backend)
+    fake_azureml.publish_polls = 1000  # a copy that takes minutes
+    fake_azureml.publish_retry_after = retry_after
+
+    started = time.monotonic()
+    handle = azureml_backend.registry.start_copy(model)
+
+    assert time.monotonic() - started < 1
+    (publish,) = fake_azureml.requests
+    assert publish.method == "POST" and publish.path.endswith(
+        "/workspaces/ws-staging/models/credit-risk/versions/3/publish"
     )
+    assert publish.body == {
+        "destinationName": "credit-risk",
+        "destinationVersion": "3",
+        "registryName": "shared-registry",
+    }
+    assert handle.startswith("Location:https://management.azure.com/")
+    assert fake_azureml.registry_model(CREDIT.name, CREDIT.version) is None  # still copying
+
+
+@pytest.mark.parametrize("async_operation", [False, True])
+def test_the_copy_reports_running_until_done_one_request_per_question(fake_azureml, azureml_backend, async_operation):
+    fake_azureml.publish_async_operation = async_operation
+    fake_azureml.publish_polls = 3
+    handle = azureml_backend.registry.start_copy(staged(fake_azureml, azureml_backend))
+    assert handle.startswith("Azure-AsyncOperation:" if async_operation else "Location:")
+    fake_azureml.reset_log()
+
+    progress = [azureml_backend.registry.copy_status(handle).progress for _ in range(4)]
+
+    assert progress == [CopyProgress.RUNNING] * 3 + [CopyProgress.SUCCEEDED]
+    assert fake_azureml.count() == 4
+    copy = fake_azureml.registry_model(CREDIT.name, CREDIT.version)["properties"]
+    assert (copy["modelType"], copy["properties"], copy["tags"]) == ("mlflow_model", SOURCE["properties"], {})
+
+
+@pytest.mark.parametrize("async_operation", [False, True])
+def test_a_failed_copy_reports_the_service_message(fake_azureml, azureml_backend, async_operation):
+    fake_azureml.publish_async_operation = async_operation
+    fake_azureml.publish_polls = 0
+    fake_azureml.publish_outcome = "Failed"
+    fake_azureml.publish_error = "the source model's artifacts are gone"
+    handle = azureml_backend.registry.start_copy(staged(fake_azureml, azureml_backend))
+
+    status = azureml_backend.registry.copy_status(handle)
+
+    assert status.progress is CopyProgress.FAILED
+    assert "the source model's artifacts are gone" in status.message
+    assert fake_azureml.registry_model(CREDIT.name, CREDIT.version) is None
+
+
+def test_an_operation_the_service_forgot_counts_as_done_so_the_registry_is_asked(fake_azureml, azureml_backend):
+    handle = azureml_backend.registry.start_copy(staged(fake_azureml, azureml_backend))
+    fake_azureml._operations.clear()
+
+    assert azureml_backend.registry.copy_status(handle).progress is CopyProgress.SUCCEEDED
+
+
+@pytest.mark.parametrize(
+    "handle", ["Location:https://evil.example.com/operations/1", "Other:https://management.azure.com/x", "garbage"]
+)
+def test_a_handle_this_app_did_not_make_is_never_followed(fake_azureml, azureml_backend, handle):
+    status = azureml_backend.registry.copy_status(handle)
+
+    assert status.progress is CopyProgress.FAILED
+    assert fake_azureml.count() == 0
+
+
+def test_a_version_the_registry_holds_already_raises_already_exists(fake_azureml, azureml_backend):
+    model = staged(fake_azureml, azureml_backend)
+    fake_azureml.add_registry_model(CREDIT.name, CREDIT.version, tags={"owner": "someone else"})
 
     with pytest.raises(AlreadyExists):
-        azureml_backend.registry.copy_from_workspace(model, lineage_of(CREDIT))
-
-    assert list(fake_azureml.registry_models) == [(CREDIT.name, CREDIT.version)]
-    assert fake_azureml.registry_model(CREDIT.name, CREDIT.version)["properties"]["tags"] == other_instance
-    assert fake_azureml.count("PUT") == 0
+        azureml_backend.registry.start_copy(model)
+    assert fake_azureml.registry_model(CREDIT.name, CREDIT.version)["properties"]["tags"] == {"owner": "someone else"}
 
 
-def test_a_conflict_reported_by_the_import_operation_raises_already_exists(fake_azureml, azureml_backend):
-    fake_azureml.add_workspace_model(CREDIT.name, CREDIT.version)
-    model = azureml_backend.staging.get(CREDIT)
-    fake_azureml.fail_next("GET", "/importOperations/", 409)
+def test_a_name_the_registry_refuses_is_a_permanent_refusal_with_the_service_message(fake_azureml, azureml_backend):
+    dotted = ModelRef("credit.risk", "3")  # valid in a workspace, not in a registry
+    model = staged(fake_azureml, azureml_backend, dotted)
 
-    with pytest.raises(AlreadyExists):
-        azureml_backend.registry.copy_from_workspace(model, lineage_of(CREDIT))
-    assert fake_azureml.count("PUT") == 0
+    with pytest.raises(CopyRefused, match="invalid destination model name"):
+        azureml_backend.registry.start_copy(model)
 
 
-# ---- transient faults propagate, and nothing is half-written
+def test_missing_permission_is_a_permanent_refusal(fake_azureml, azureml_backend):
+    model = staged(fake_azureml, azureml_backend)
+    fake_azureml.fail_next("POST", "/publish", 403, code="AuthorizationFailed", message="no publish permission")
+
+    with pytest.raises(CopyRefused, match="no publish permission"):
+        azureml_backend.registry.start_copy(model)
 
 
 @pytest.mark.parametrize("status", [429, 503])
-def test_a_throttled_or_failing_import_propagates_and_writes_nothing(fake_azureml, azureml_backend, status):
-    fake_azureml.add_workspace_model(CREDIT.name, CREDIT.version, **SOURCE)
+def test_a_throttled_or_failing_start_propagates_and_copies_nothing(fake_azureml, azureml_backend, status):
+    model = staged(fake_azureml, azureml_backend)
     warm_up(fake_azureml, azureml_backend)
-    model = azureml_backend.staging.get(CREDIT)
-    fake_azureml.fail_next("POST", "/import", status)
+    fake_azureml.fail_next("POST", "/publish", status)
 
     with pytest.raises(HttpResponseError) as raised:
-        azureml_backend.registry.copy_from_workspace(model, lineage_of(CREDIT))
+        azureml_backend.registry.start_copy(model)
 
     assert raised.value.status_code == status
+    assert fake_azureml.count("POST", "/publish") == 1  # retry_total=0: Event Grid redelivers instead
+    fake_azureml.run_publishes()
     assert fake_azureml.registry_model(CREDIT.name, CREDIT.version) is None
-    assert fake_azureml.count("POST", "/import") == 1  # retry_total=0: Event Grid redelivers instead
+
+
+# ---- tagging the copy: the content stays as it is
+
+
+def test_tagging_sends_every_immutable_field_back_unchanged(fake_azureml, azureml_backend):
+    fake_azureml.add_registry_model(CREDIT.name, CREDIT.version, type="mlflow_model", properties={"auc": "0.91"})
+    before = dict(fake_azureml.registry_model(CREDIT.name, CREDIT.version)["properties"])
+    warm_up(fake_azureml, azureml_backend)
+
+    tagged = azureml_backend.registry.tag(CREDIT, {**SOURCE["tags"], **LINEAGE}, "from staging")
+
+    assert dict(tagged.tags) == {**SOURCE["tags"], **LINEAGE} and tagged.description == "from staging"
+    after = fake_azureml.registry_model(CREDIT.name, CREDIT.version)["properties"]
+    for field in ("modelUri", "modelType", "properties", "flavors"):
+        assert after[field] == before[field]
+    assert [r.method for r in fake_azureml.requests] == ["GET", "PUT"]
+    (put,) = [r for r in fake_azureml.requests if r.method == "PUT"]
+    assert "provisioningState" not in put.body["properties"]  # read-only: never sent back
+
+
+def test_the_fake_refuses_a_change_of_content_as_the_registry_does(fake_azureml, azureml_backend):
+    """The strictness the test above relies on: a tag update that changes or leaves out content is refused."""
+    fake_azureml.add_registry_model(CREDIT.name, CREDIT.version)
+    arm = azureml_backend.arm
+    path = f"{azureml_backend.registry_path}/models/{CREDIT.name}/versions/{CREDIT.version}"
+
+    response = arm.send("PUT", path, {"properties": {"tags": {"only": "tags"}}})
+
+    assert response.status_code == 400 and "cannot change without a new version" in response.text()
+
+
+def test_a_description_the_registry_has_is_kept(fake_azureml, azureml_backend):
+    fake_azureml.add_registry_model(CREDIT.name, CREDIT.version, description="written by hand")
+
+    tagged = azureml_backend.registry.tag(CREDIT, LINEAGE, "from staging")
+
+    assert tagged.description == "written by hand"
+
+
+def test_a_refusing_check_leaves_the_version_untouched(fake_azureml, azureml_backend):
+    fake_azureml.add_registry_model(CREDIT.name, CREDIT.version, tags={"owner": "someone else"})
+
+    def refuse(held):
+        raise RuntimeError(f"not ours: {dict(held.tags)}")
+
+    with pytest.raises(RuntimeError, match="not ours"):
+        azureml_backend.registry.tag(CREDIT, LINEAGE, None, check=refuse)
     assert fake_azureml.count("PUT") == 0
+    assert fake_azureml.registry_model(CREDIT.name, CREDIT.version)["properties"]["tags"] == {"owner": "someone else"}
+
+
+def test_tagging_a_version_the_registry_lacks_answers_none(fake_azureml, azureml_backend):
+    assert azureml_backend.registry.tag(CREDIT, LINEAGE, None) is None
+    assert fake_azureml.count("PUT") == 0
+
+
+# ---- transient faults, retries and waits
 
 
 @pytest.mark.parametrize("port", ["staging", "registry"])
@@ -232,6 +407,7 @@ def test_a_throttled_or_failing_import_propagates_and_writes_nothing(fake_azurem
 def test_a_throttled_or_failing_read_propagates(fake_azureml, azureml_backend, port, status):
     fake_azureml.add_workspace_model(CREDIT.name, CREDIT.version)
     fake_azureml.add_registry_model(CREDIT.name, CREDIT.version)
+    warm_up(fake_azureml, azureml_backend)
     fake_azureml.fail_next("GET", f"/models/{CREDIT.name}/versions/{CREDIT.version}", status)
 
     with pytest.raises(HttpResponseError) as raised:
@@ -248,24 +424,8 @@ def test_a_connection_failure_propagates(fake_azureml, azureml_backend):
         azureml_backend.staging.get(CREDIT)
 
 
-def test_a_failed_tagging_propagates_and_add_lineage_finishes_the_copy(fake_azureml, azureml_backend):
-    fake_azureml.add_workspace_model(CREDIT.name, CREDIT.version, **SOURCE)
-    model = azureml_backend.staging.get(CREDIT)
-    fake_azureml.fail_next("PUT", "/versions/", 503)
-
-    with pytest.raises(HttpResponseError) as raised:
-        azureml_backend.registry.copy_from_workspace(model, lineage_of(CREDIT))
-    assert raised.value.status_code == 503
-    # The import cannot carry tags, so this window exists: the copy is there, without its lineage.
-    assert fake_azureml.registry_model(CREDIT.name, CREDIT.version)["properties"]["tags"] == {}
-
-    finished = azureml_backend.registry.add_lineage(model, lineage_of(CREDIT))
-
-    assert dict(finished.tags) == {**SOURCE["tags"], **lineage_of(CREDIT).as_tags()}
-
-
-def test_the_sdk_default_retries_ride_out_one_503(fake_azureml, azureml_settings):
-    backend = AzureMLBackend(azureml_settings)  # retry_total=None: azure-core's policy, first retry at once
+def test_the_default_retries_ride_out_one_503_at_once(fake_azureml, azureml_settings):
+    backend = AzureMLBackend(azureml_settings)  # the app's own retry policy
     fake_azureml.add_workspace_model(CREDIT.name, CREDIT.version)
     backend.staging.get(CREDIT)
     fake_azureml.reset_log()
@@ -273,36 +433,44 @@ def test_the_sdk_default_retries_ride_out_one_503(fake_azureml, azureml_settings
 
     started = time.monotonic()
     assert backend.staging.get(CREDIT) is not None
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 2
     assert fake_azureml.count() == 2
 
 
-# ---- clients and the staging workspace are read once per process
+def test_a_service_asking_to_wait_a_minute_is_answered_with_an_error_not_a_sleep(fake_azureml, azureml_settings):
+    backend = AzureMLBackend(azureml_settings)  # retries on, as in Azure
+    fake_azureml.add_workspace_model(CREDIT.name, CREDIT.version)
+    backend.staging.get(CREDIT)
+    fake_azureml.fail_next("GET", "/models/", 429, headers={"Retry-After": "60"})
 
-
-def test_clients_and_the_staging_workspace_are_built_once(fake_azureml, azureml_backend):
-    for version in ("1", "2"):
-        fake_azureml.add_workspace_model("credit-risk", version)
-    for version in ("1", "2"):
-        ref = ModelRef("credit-risk", version)
-        assert azureml_backend.registry.get(ref) is None
-        azureml_backend.registry.copy_from_workspace(azureml_backend.staging.get(ref), lineage_of(ref))
-
-    assert fake_azureml.count("GET", "/workspaces/ws-staging?") == 1
-    assert fake_azureml.count("GET", "/discovery") == 1
-    assert fake_azureml.token_requests == 1
-    assert azureml_backend.registry_client is azureml_backend.registry_client
-
-
-def test_a_failed_registry_discovery_propagates_and_is_tried_again_next_time(fake_azureml, azureml_backend):
-    fake_azureml.fail_next("GET", "/discovery", 503)
-
+    started = time.monotonic()
     with pytest.raises(HttpResponseError) as raised:
-        azureml_backend.registry.get(CREDIT)
-    assert raised.value.status_code == 503
+        backend.staging.get(CREDIT)
 
-    assert azureml_backend.registry.get(CREDIT) is None
-    assert fake_azureml.count("GET", "/discovery") == 2
+    assert raised.value.status_code == 429
+    assert time.monotonic() - started < 2  # azure-core alone would sleep 60 s here
+
+
+def test_an_unregistered_resource_provider_fails_at_once(fake_azureml, azureml_backend):
+    """azure-mgmt-core's automatic registration would sleep 10 s between checks; the adapter leaves it out."""
+    fake_azureml.fail_next(
+        "GET", "/models/", 409, code="MissingSubscriptionRegistration", message="not registered to use the namespace"
+    )
+
+    started = time.monotonic()
+    with pytest.raises(HttpResponseError):
+        azureml_backend.staging.get(CREDIT)
+    assert time.monotonic() - started < 2
+    assert all("/register" not in r.url for r in fake_azureml.requests)
+
+
+def test_clients_are_built_once(fake_azureml, azureml_backend):
+    for version in ("1", "2"):
+        fake_azureml.add_workspace_model(CREDIT.name, version)
+        azureml_backend.staging.get(ModelRef(CREDIT.name, version))
+
+    assert fake_azureml.token_requests == 1
+    assert azureml_backend.arm is azureml_backend.arm
 
 
 def test_a_credential_passed_in_is_used_instead_of_the_default(fake_azureml, azureml_settings):
@@ -330,10 +498,25 @@ def production(fake_azureml, azureml_backend):
     return azureml_backend.production
 
 
-def test_a_missing_endpoint_is_created_and_ready_once_provisioned(fake_azureml, production):
+def test_the_production_client_has_explicit_timeouts_and_polling_interval(azureml_backend):
+    from promotion.adapters import azureml
+
+    client = azureml_backend.production_client
+    config = client.online_endpoints._online_operation._config  # read only here, to check what the app passed
+    assert config.polling_interval == azureml.POLLING_INTERVAL_SECONDS
+    assert config.retry_policy.total_retries == 0
+    transport = client.online_endpoints._online_operation._client._pipeline._transport
+    assert transport.connection_config.timeout == azureml.CONNECTION_TIMEOUT_SECONDS
+    assert transport.connection_config.read_timeout == azureml.READ_TIMEOUT_SECONDS
+
+
+def test_a_missing_endpoint_is_created_without_waiting_and_ready_once_provisioned(fake_azureml, production):
+    fake_azureml.operation_retry_after = 3600  # the SDK's poller, on its daemon thread, sleeps; we must not
+
+    started = time.monotonic()
     assert production.ensure_endpoint(plan()) is Progress.PENDING
-    endpoint = fake_azureml.endpoint("credit-risk")
-    assert endpoint["properties"]["authMode"] == "Key"
+    assert time.monotonic() - started < 5
+    assert fake_azureml.endpoint("credit-risk")["properties"]["authMode"] == "Key"
 
     assert production.ensure_endpoint(plan()) is Progress.PENDING  # still creating: no second PUT
     assert fake_azureml.count("PUT", "/onlineEndpoints/credit-risk?") == 1
@@ -357,6 +540,60 @@ def test_a_failed_endpoint_raises(fake_azureml, production):
         production.ensure_endpoint(plan())
 
 
+def test_an_endpoint_name_taken_in_the_region_is_a_permanent_failure_with_the_service_message(fake_azureml, production):
+    fake_azureml.fail_next(
+        "PUT",
+        "/onlineEndpoints/credit-risk?",
+        409,
+        code="EndpointNameNotAvailable",
+        message="Endpoint name credit-risk is already taken in westeurope",
+    )
+
+    with pytest.raises(DeploymentFailed, match="already taken in westeurope"):
+        production.ensure_endpoint(plan())
+
+
+@pytest.mark.parametrize(
+    "status, code, message",
+    [
+        (400, "QuotaExceeded", "Not enough quota for Standard_F4s_v2"),
+        (400, "InvalidSku", "Standard_F4s_v2 is not a valid SKU"),
+        (403, "AuthorizationFailed", "no write permission on the workspace"),
+        (404, "ResourceGroupNotFound", "resource group rg-ml-production not found"),
+    ],
+)
+def test_permanent_refusals_of_a_deployment_fail_it(fake_azureml, production, status, code, message):
+    fake_azureml.add_endpoint("credit-risk")
+    fake_azureml.fail_next("PUT", "/deployments/credit-risk-v3", status, code=code, message=message)
+
+    with pytest.raises(DeploymentFailed, match=message):
+        production.ensure_deployment(plan())
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 503])
+def test_transient_errors_of_a_deployment_step_pass_through_to_be_retried(fake_azureml, production, status):
+    fake_azureml.add_endpoint("credit-risk")
+    fake_azureml.fail_next("PUT", "/deployments/credit-risk-v3", status)
+
+    with pytest.raises(HttpResponseError) as raised:
+        production.ensure_deployment(plan())
+    assert raised.value.status_code == status
+
+
+def test_an_operation_in_progress_is_pending_not_a_failure(fake_azureml, production):
+    fake_azureml.add_endpoint("credit-risk", traffic={"old": 100})
+    fake_azureml.add_deployment("credit-risk", "old", model="azureml://registries/shared-registry/models/x/versions/1")
+    fake_azureml.add_deployment("credit-risk", "credit-risk-v3", model=plan().model_uri)
+    fake_azureml.fail_next(
+        "PUT",
+        "/onlineEndpoints/credit-risk?",
+        409,
+        message="an operation is in progress on online endpoint credit-risk",
+    )
+
+    assert production.set_traffic("credit-risk", {"credit-risk-v3": 100}) is Progress.PENDING
+
+
 def test_a_missing_deployment_is_created_once_with_the_registry_model(fake_azureml, production):
     fake_azureml.add_endpoint("credit-risk")
 
@@ -375,18 +612,22 @@ def test_a_missing_deployment_is_created_once_with_the_registry_model(fake_azure
     assert fake_azureml.count("PUT") == 1
 
 
-def test_a_failed_deployment_raises_with_the_service_s_log(fake_azureml, production):
+def test_a_failed_deployment_keeps_a_capped_redacted_log(fake_azureml, production):
     fake_azureml.add_endpoint("credit-risk")
     production.ensure_deployment(plan())
-    fake_azureml.finish(
-        "credit-risk", "credit-risk-v3", state="Failed", logs="Liveness probe failed: no module 'sklearn'"
-    )
+    secret = "AccountKey=c2VjcmV0LWtleS12YWx1ZS10aGF0LWlzLWxvbmc="
+    log = "\n".join(f"line {n}: loading model" for n in range(2000))
+    log += f"\nconnecting with {secret}\nLiveness probe failed: no module 'sklearn'"
+    fake_azureml.finish("credit-risk", "credit-risk-v3", state="Failed", logs=log)
 
     with pytest.raises(DeploymentFailed) as raised:
         production.ensure_deployment(plan())
 
-    assert "credit-risk-v3" in str(raised.value) and "Failed" in str(raised.value)
-    assert "Liveness probe failed: no module 'sklearn'" in str(raised.value)
+    message = str(raised.value)
+    assert "credit-risk-v3" in message and "Failed" in message
+    assert "Liveness probe failed: no module 'sklearn'" in message  # the end of the log, where the reason is
+    assert "c2VjcmV0" not in message and "AccountKey=[redacted]" in message
+    assert len(message) < 4500
 
 
 def test_a_deployment_of_that_name_serving_another_model_raises(fake_azureml, production):
@@ -399,34 +640,48 @@ def test_a_deployment_of_that_name_serving_another_model_raises(fake_azureml, pr
         production.ensure_deployment(plan())
 
 
-def test_a_lone_deployment_gets_all_the_traffic(fake_azureml, production):
+def test_a_deployment_serving_a_look_alike_model_is_not_ours(fake_azureml, production):
     fake_azureml.add_endpoint("credit-risk")
-    fake_azureml.add_deployment("credit-risk", "credit-risk-v3", model=plan().model_uri)
+    fake_azureml.add_deployment(
+        "credit-risk", "credit-risk-v3", model="azureml://registries/shared-registry/models/Credit-Risk/versions/3"
+    )
 
-    assert production.ensure_traffic(plan(traffic_percent=20)) is Progress.PENDING
-    assert fake_azureml.endpoint("credit-risk")["properties"]["traffic"] == {"credit-risk-v3": 100}
-    assert production.ensure_traffic(plan(traffic_percent=20)) is Progress.PENDING  # still updating
-
-    fake_azureml.finish("credit-risk")
-    assert production.ensure_traffic(plan(traffic_percent=20)) is Progress.READY
-    assert fake_azureml.count("PUT") == 1
+    with pytest.raises(DeploymentFailed, match="serves"):
+        production.ensure_deployment(plan())
 
 
-def test_the_new_deployment_shares_the_traffic_with_the_previous_live_one(fake_azureml, production):
-    fake_azureml.add_endpoint("credit-risk", traffic={"credit-risk-v2": 90, "credit-risk-v1": 10})
-    for version in ("1", "2"):
+def test_the_endpoint_state_shows_traffic_models_and_whether_it_is_busy(fake_azureml, production):
+    fake_azureml.add_endpoint("credit-risk", traffic={"credit-risk-v3": 20, "credit-risk-v2": 80}, state="Updating")
+    fake_azureml.add_deployment("credit-risk", "credit-risk-v3", model=plan().model_uri, tags={MODEL_TAG: str(CREDIT)})
+    fake_azureml.add_deployment(
+        "credit-risk", "credit-risk-v2", model="azureml://registries/shared-registry/models/credit-risk/versions/2"
+    )
+    fake_azureml.add_deployment("credit-risk", "by-hand", model="azureml://workspaces/x/models/unknown")
+
+    state = production.endpoint("credit-risk")
+
+    assert dict(state.traffic) == {"credit-risk-v3": 20, "credit-risk-v2": 80}
+    assert dict(state.models) == {"credit-risk-v3": "credit-risk:3", "credit-risk-v2": "credit-risk:2", "by-hand": None}
+    assert state.busy
+    assert production.endpoint("missing") is None
+
+
+def test_set_traffic_starts_the_change_once_and_is_ready_when_applied(fake_azureml, production):
+    fake_azureml.add_endpoint("credit-risk", traffic={"credit-risk-v2": 100})
+    for version in ("2", "3"):
         fake_azureml.add_deployment(
             "credit-risk",
             f"credit-risk-v{version}",
             model=f"azureml://registries/shared-registry/models/credit-risk/versions/{version}",
         )
-    fake_azureml.add_deployment("credit-risk", "credit-risk-v3", model=plan().model_uri)
+    desired = {"credit-risk-v3": 20, "credit-risk-v2": 80}
 
-    assert production.ensure_traffic(plan(traffic_percent=20)) is Progress.PENDING
-    assert fake_azureml.endpoint("credit-risk")["properties"]["traffic"] == {"credit-risk-v3": 20, "credit-risk-v2": 80}
-
+    assert production.set_traffic("credit-risk", desired) is Progress.PENDING
+    assert fake_azureml.endpoint("credit-risk")["properties"]["traffic"] == desired
+    assert production.set_traffic("credit-risk", desired) is Progress.PENDING  # still updating: no second PUT
     fake_azureml.finish("credit-risk")
-    assert production.ensure_traffic(plan(traffic_percent=20)) is Progress.READY
+    assert production.set_traffic("credit-risk", desired) is Progress.READY
+    assert fake_azureml.count("PUT") == 1
 
 
 def test_deployments_of_finds_the_deployments_serving_a_model_version(fake_azureml, production):
@@ -450,3 +705,14 @@ def test_deployments_of_finds_the_deployments_serving_a_model_version(fake_azure
         },
         {"endpoint": "shadow", "deployment": "by-hand", "traffic": 0, "state": "Creating", "model": plan().model_uri},
     ]
+
+
+def test_production_may_live_in_another_subscription(fake_azureml):
+    other = "99999999-2222-4333-8444-555555555555"
+    settings = Settings.from_env({**AZUREML_ENV, "PRODUCTION_SUBSCRIPTION_ID": other})
+    backend = AzureMLBackend(settings, retry_total=0)
+
+    assert backend.production.endpoint("credit-risk") is None
+
+    assert fake_azureml.requests and all(f"/subscriptions/{other}/" in r.url for r in fake_azureml.requests)
+    assert settings.production_workspace_id.startswith(f"/subscriptions/{other}/")

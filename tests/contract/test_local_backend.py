@@ -2,6 +2,10 @@
 
 import json
 import multiprocessing
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,7 +13,7 @@ import pytest
 from promotion import service
 from promotion.adapters.local import InvalidModelFolder, LocalBackend
 from promotion.adapters.sqlite import SqlitePromotionStore
-from promotion.domain import Lineage, ModelRef, ModelVersion, Outcome
+from promotion.domain import CopyState, ModelRef, ModelVersion, Outcome
 from promotion.events import MODEL_REGISTERED
 from promotion.policy import Policy
 from promotion.ports import AlreadyExists
@@ -61,22 +65,31 @@ def test_a_failed_copy_leaves_nothing_half_written(tmp_path):
     staged = backend.staging.register(CANDIDATE, SEED_MODEL)
     broken = ModelVersion(REF, "mlflow_model", path=str(tmp_path / "gone"))
     with pytest.raises(FileNotFoundError):
-        backend.registry.copy_from_workspace(broken, Lineage("ws", REF, "e", "d"))
+        backend.registry.start_copy(broken)
     assert backend.registry.list() == []
     assert list((tmp_path / "registries" / "shared-registry" / "models" / "taxi-fare").iterdir()) == []
-    assert backend.registry.copy_from_workspace(staged, Lineage("ws", REF, "e", "d")).ref == REF
+    assert backend.registry.start_copy(staged).startswith("local-copy:")
 
 
-def test_registry_copy_carries_metadata_lineage_and_artifacts(tmp_path):
+def test_a_registry_copy_carries_content_and_the_tag_step_adds_metadata(tmp_path):
     backend = LocalBackend(settings_for(tmp_path))
     staged = backend.staging.register(CANDIDATE, SEED_MODEL)
-    lineage = Lineage("/subscriptions/x/workspaces/ws-staging", REF, "event-1", "sha256:abc")
-    copied = backend.registry.copy_from_workspace(staged, lineage)
-    assert copied.tags == {"stage": "candidate", **lineage.as_tags()}
-    assert (copied.type, copied.properties, copied.description) == ("mlflow_model", {"run": "r1"}, "taxi fares")
+    handle = backend.registry.start_copy(staged)
+    assert backend.registry.copy_status(handle).progress.value == "succeeded"
+    copied = backend.registry.get(REF)
+    assert (copied.type, copied.properties, copied.tags) == ("mlflow_model", {"run": "r1"}, {})
     assert (Path(copied.path) / "MLmodel").read_bytes() == (SEED_MODEL / "MLmodel").read_bytes()
+    tagged = backend.registry.tag(REF, {**staged.tags, "promotion.event_id": "event-1"}, staged.description)
+    assert tagged.tags == {"stage": "candidate", "promotion.event_id": "event-1"}
+    assert tagged.description == "taxi fares"
     with pytest.raises(AlreadyExists):
-        backend.registry.copy_from_workspace(staged, lineage)
+        backend.registry.start_copy(staged)
+
+
+def test_an_unknown_copy_handle_reports_a_failure(tmp_path):
+    registry = LocalBackend(settings_for(tmp_path)).registry
+    assert registry.copy_status("somewhere-else:taxi-fare:1").progress.value == "failed"
+    assert registry.copy_status("local-copy:taxi-fare:1").progress.value == "failed"  # never copied
 
 
 def _register_in_child(root: str, barrier, results) -> None:
@@ -105,18 +118,20 @@ def _propagate_in_child(root: str, event_id: str, barrier, results) -> None:
         registry=backend.registry,
         load_policy=lambda: POLICY,
         store=SqlitePromotionStore(Path(root) / "promotions.sqlite3"),
+        source="test",
     )
     results.put(decision.outcome.value)
 
 
 def _run_at_once(target, args_for, processes: int) -> list[str]:
-    context = multiprocessing.get_context("fork")
+    # spawn, not fork: forking a process with threads may deadlock (and warns on Python 3.12+).
+    context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(processes), context.Queue()
     workers = [context.Process(target=target, args=(*args_for(i), barrier, results)) for i in range(processes)]
     for worker in workers:
         worker.start()
     for worker in workers:
-        worker.join(timeout=60)
+        worker.join(timeout=120)
         assert worker.exitcode == 0
     return sorted(results.get(timeout=5) for _ in workers)
 
@@ -127,20 +142,22 @@ def test_processes_registering_the_same_model_at_once_yield_one_version(tmp_path
     assert len(LocalBackend(settings_for(tmp_path)).staging.list()) == 1
 
 
-def test_processes_copying_the_same_model_at_once_yield_one_copy(tmp_path):
+def test_processes_handling_the_same_model_at_once_start_one_copy(tmp_path):
     LocalBackend(settings_for(tmp_path)).staging.register(CANDIDATE, SEED_MODEL)
     # Six deliveries of one event plus replays with other ids, all at the same moment.
     outcomes = _run_at_once(_propagate_in_child, lambda i: (str(tmp_path), f"event-{i % 3}"), processes=6)
-    assert outcomes.count(Outcome.COPIED.value) == 1
-    assert set(outcomes) == {Outcome.COPIED.value, Outcome.ALREADY_IN_REGISTRY.value}
-    registry = LocalBackend(settings_for(tmp_path)).registry
-    [copy] = registry.list()
-    assert copy.ref == REF and copy.tags["promotion.source_model"] == "taxi-fare:1"
-    decisions = SqlitePromotionStore(tmp_path / "promotions.sqlite3").decisions(REF)
-    assert sorted(d.event_id for d in decisions) == ["event-0", "event-1", "event-2"]
+    assert outcomes.count(Outcome.COPY_STARTED.value) == 1
+    assert set(outcomes) == {Outcome.COPY_STARTED.value, Outcome.COPY_IN_PROGRESS.value}
+    [copy] = LocalBackend(settings_for(tmp_path)).registry.list()
+    assert copy.ref == REF
+    store = SqlitePromotionStore(tmp_path / "promotions.sqlite3")
+    started = store.copy(REF)
+    assert started.state is CopyState.COPYING
+    decisions = {d.event_id: d.outcome for d in store.decisions(REF)}
+    assert decisions[started.cause] is Outcome.COPY_STARTED  # the event that made the copy says so
 
 
-def test_production_endpoint_file_is_valid_json_after_concurrent_updates(tmp_path):
+def test_production_endpoint_file_is_valid_json_after_updates(tmp_path):
     from promotion.ports import DeploymentPlan
 
     deployer = LocalBackend(settings_for(tmp_path)).production
@@ -160,7 +177,7 @@ def test_production_endpoint_file_is_valid_json_after_concurrent_updates(tmp_pat
     for plan in plans:
         deployer.ensure_endpoint(plan)
         deployer.ensure_deployment(plan)
-        deployer.ensure_traffic(plan)
+    deployer.set_traffic("taxi-prod", {"taxi-v1": 50, "taxi-v2": 50})
     [endpoint] = deployer.list()
     assert endpoint["traffic"] == {"taxi-v1": 50, "taxi-v2": 50}
     assert deployer.deployments_of(ModelRef("taxi-fare", "2")) == [
@@ -172,9 +189,70 @@ def test_production_endpoint_file_is_valid_json_after_concurrent_updates(tmp_pat
             "model": plans[1].model_uri,
         }
     ]
-    assert (
-        json.loads((tmp_path / "workspaces" / "ws-production" / "endpoints" / "taxi-prod.json").read_text())[
-            "auth_mode"
-        ]
-        == "key"
+    endpoint_file = tmp_path / "workspaces" / "ws-production" / "endpoints" / "taxi-prod.json"
+    assert json.loads(endpoint_file.read_text())["auth_mode"] == "key"
+    with pytest.raises(Exception, match="no deployment taxi-v9"):
+        deployer.set_traffic("taxi-prod", {"taxi-v9": 100})
+
+
+# ---- after a crash
+
+
+_KILLED_WRITER = """
+import os, shutil, sys, time
+from pathlib import Path
+from promotion.adapters.local import LocalBackend
+from promotion.domain import ModelRef, ModelVersion
+from promotion.settings import Settings
+
+root, source = Path(sys.argv[1]), Path(sys.argv[2])
+backend = LocalBackend(Settings.from_env({"PROMOTION_BACKEND": "local", "PROMOTION_LOCAL_ROOT": str(root)}))
+
+def slow_copy(src, dst, *args, **kwargs):
+    shutil.copy2(src, dst)
+    print("writing", flush=True)
+    time.sleep(60)  # killed here, mid-write
+
+original = shutil.copytree
+shutil.copytree = lambda src, dst, **kw: original(src, dst, copy_function=slow_copy)
+backend.staging.register(ModelVersion(ModelRef("taxi-fare", "1"), "mlflow_model"), source)
+"""
+
+
+def test_a_writer_killed_mid_write_leaves_no_version_and_its_leftovers_go_at_the_next_write(tmp_path):
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, str(tmp_path), str(SEED_MODEL)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
     )
+    assert writer.stdout.readline().strip() == "writing"
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait(timeout=10)
+
+    models = tmp_path / "workspaces" / "ws-staging" / "models" / "taxi-fare"
+    assert [p.name for p in models.iterdir() if p.name.startswith(".creating-")]  # what kill -9 left behind
+    backend = LocalBackend(settings_for(tmp_path))
+    assert backend.staging.list() == []  # a folder being written is not a version
+    assert backend.staging.get(REF) is None
+
+    backend.staging.register(CANDIDATE, SEED_MODEL)  # the next write
+
+    assert [p.name for p in models.iterdir()] == ["1"]
+    assert [m.ref for m in backend.staging.list()] == [REF]
+
+
+def test_a_live_writers_folder_is_left_alone(tmp_path):
+    backend = LocalBackend(settings_for(tmp_path))
+    models = tmp_path / "workspaces" / "ws-staging" / "models" / "taxi-fare"
+    models.mkdir(parents=True)
+    live = models / f".creating-pid{os.getpid()}-0123abcd-2"  # this process: alive
+    live.mkdir()
+    (live / "model.json").write_text(json.dumps({**CANDIDATE.to_json(), "version": "2", "path": None}))
+    dead = models / ".creating-pid999999999-0123abcd-3"
+    dead.mkdir()
+
+    backend.staging.register(CANDIDATE, SEED_MODEL)
+
+    assert live.exists() and not dead.exists()
+    assert [m.version for m in backend.staging.list()] == ["1"]  # the half-written "2" is never listed

@@ -12,7 +12,7 @@ import pytest
 from promotion.adapters.azureml import AzureMLBackend
 from promotion.adapters.local import LocalBackend
 from promotion.domain import DEPLOYMENT_MODEL_TAG, Lineage, ModelRef, ModelVersion
-from promotion.ports import AlreadyExists, DeploymentPlan, Progress
+from promotion.ports import AlreadyExists, CopyProgress, DeploymentFailed, DeploymentPlan, Progress
 from promotion.settings import Settings
 from tests.fakes.azureml_http import FakeAzureML
 from tests.fakes.fixtures import AZUREML_ENV, managed_identity_env
@@ -37,13 +37,17 @@ class LocalWorld:
 
     def seed_registry(self, model: ModelVersion) -> None:
         self.seed_staging(model)
-        self.backend.registry.copy_from_workspace(self.backend.staging.get(model.ref), LINEAGE)
+        self.backend.registry.start_copy(self.backend.staging.get(model.ref))
+        self.backend.registry.tag(model.ref, {**model.tags, **LINEAGE.as_tags()}, model.description)
+
+    def set_staging_tags(self, ref: ModelRef, tags: dict[str, str]) -> None:
+        self.backend.staging.set_tags(ref, tags)
 
     def seed_live_deployment(self, endpoint: str, deployment: str) -> None:
         other = plan(endpoint=endpoint, deployment=deployment, model=ModelRef("taxi-fare", "3"))
         for step in (self.backend.production.ensure_endpoint, self.backend.production.ensure_deployment):
             step(other)
-        self.backend.production.ensure_traffic(other)
+        self.backend.production.set_traffic(endpoint, {deployment: 100})
 
     def finish_operations(self) -> None:
         """Local operations finish at once."""
@@ -65,6 +69,7 @@ class AzureWorld:
         )
 
     def seed_registry(self, model: ModelVersion) -> None:
+        self.seed_staging(model)
         self.fake.add_registry_model(
             model.name,
             model.version,
@@ -74,6 +79,9 @@ class AzureWorld:
             description=model.description,
         )
 
+    def set_staging_tags(self, ref: ModelRef, tags: dict[str, str]) -> None:
+        self.fake.set_workspace_model_tags(ref.name, ref.version, tags)
+
     def seed_live_deployment(self, endpoint: str, deployment: str) -> None:
         self.fake.add_endpoint(endpoint, traffic={deployment: 100})
         self.fake.add_deployment(
@@ -82,6 +90,7 @@ class AzureWorld:
 
     def finish_operations(self) -> None:
         """The service finishes what is under way, as it would after a few minutes."""
+        self.fake.run_publishes()
         for name in list(self.fake.production.endpoints):
             self.fake.finish(name)
         for endpoint, name in list(self.fake.production.deployments):
@@ -133,33 +142,95 @@ def test_staging_reads(world):
     assert world.backend.staging.get(ModelRef("taxi-fare", "99")) is None
 
 
-def test_registry_copy_carries_metadata_and_lineage_and_is_immutable(world):
+def test_staging_names_and_versions(world):
+    for ref in (REF, ModelRef("taxi-fare", "5"), ModelRef("churn", "1")):
+        world.seed_staging(ModelVersion(ref, "mlflow_model", {"stage": "candidate"}))
+    assert world.backend.staging.names() == ["churn", "taxi-fare"]
+    assert sorted(m.version for m in world.backend.staging.versions("taxi-fare")) == ["4", "5"]
+    assert world.backend.staging.versions("unknown") == []
+
+
+def test_staging_tags_change_in_place(world):
+    world.seed_staging(SOURCE)
+    world.set_staging_tags(REF, {"stage": "production", "owner": "risk"})
+    found = world.backend.staging.get(REF)
+    assert dict(found.tags) == {"stage": "production", "owner": "risk"}
+    assert dict(found.properties) == {"auc": "0.91"}
+
+
+def copy_until_done(world, model: ModelVersion) -> None:
+    handle = world.backend.registry.start_copy(model)
+    for _ in range(2):
+        if world.backend.registry.copy_status(handle).progress is CopyProgress.SUCCEEDED:
+            return
+        world.finish_operations()
+    raise AssertionError("the copy never finished")
+
+
+def test_a_copy_carries_the_content_and_the_tag_step_the_metadata(world):
     world.seed_staging(SOURCE)
     staged = world.backend.staging.get(REF)
     assert world.backend.registry.get(REF) is None
-    world.backend.registry.copy_from_workspace(staged, LINEAGE)
+
+    copy_until_done(world, staged)
     copy = world.backend.registry.get(REF)
-    assert copy.type == "mlflow_model" and copy.description == "taxi fares"
-    assert dict(copy.tags) == {"stage": "candidate", **LINEAGE.as_tags()}
-    assert dict(copy.properties) == {"auc": "0.91"}
-    with pytest.raises(AlreadyExists):
-        world.backend.registry.copy_from_workspace(staged, LINEAGE)
+    assert copy.type == "mlflow_model" and dict(copy.properties) == {"auc": "0.91"}
+    assert not Lineage.is_tagged(copy.tags)  # an import carries no tags; the tag step adds them
+
+    tagged = world.backend.registry.tag(REF, {**staged.tags, **LINEAGE.as_tags()}, staged.description)
+    assert dict(tagged.tags) == {"stage": "candidate", **LINEAGE.as_tags()}
+    assert world.backend.registry.get(REF) == tagged
+    assert tagged.description == "taxi fares"
+    assert [m.version for m in world.backend.registry.versions("taxi-fare")] == ["4"]
 
 
-def test_add_lineage_tags_an_existing_copy(world):
+def test_a_version_is_copied_once(world):
     world.seed_registry(SOURCE)
+    with pytest.raises(AlreadyExists):
+        world.backend.registry.start_copy(world.backend.staging.get(REF))
+
+
+def test_tags_change_but_content_does_not(world):
+    world.seed_registry(SOURCE)
+    before = world.backend.registry.get(REF)
     later = Lineage(LINEAGE.source_workspace, REF, "event-2", "sha256:2")
-    tagged = world.backend.registry.add_lineage(SOURCE, later)
+    tagged = world.backend.registry.tag(REF, later.as_tags(), "another description")
     assert tagged.tags["promotion.event_id"] == "event-2" and tagged.tags["stage"] == "candidate"
-    assert world.backend.registry.get(REF).tags["promotion.event_id"] == "event-2"
+    assert (tagged.type, dict(tagged.properties), tagged.path) == (before.type, dict(before.properties), before.path)
+    assert tagged.description == "taxi fares"  # a description the version has is kept
 
 
-def test_first_deployment_takes_all_traffic_and_is_never_duplicated(world):
+def test_a_refusing_check_leaves_the_registry_version_untouched(world):
+    world.seed_registry(SOURCE)
+
+    def refuse(held: ModelVersion) -> None:
+        raise LookupError(f"{held.ref} is not ours")
+
+    with pytest.raises(LookupError, match="is not ours"):
+        world.backend.registry.tag(REF, {"promotion.event_id": "other"}, None, check=refuse)
+    assert world.backend.registry.get(REF).tags["promotion.event_id"] == LINEAGE.event_id
+
+
+def test_tagging_a_missing_version_answers_none(world):
+    assert world.backend.registry.tag(REF, LINEAGE.as_tags(), None) is None
+
+
+def walk(world, production, the_plan: DeploymentPlan, traffic: dict[str, int]) -> None:
+    until_ready(world, production.ensure_endpoint, the_plan)
+    until_ready(world, production.ensure_deployment, the_plan)
+    for _ in range(3):
+        if production.set_traffic(the_plan.endpoint, traffic) is Progress.READY:
+            return
+        world.finish_operations()
+    raise AssertionError("the traffic never moved")
+
+
+def test_first_deployment_takes_the_traffic_and_is_never_duplicated(world):
     production = world.backend.production
-    first = plan(percent=30)
-    for step in (production.ensure_endpoint, production.ensure_deployment, production.ensure_traffic):
-        until_ready(world, step, first)
-        assert step(first) is Progress.READY  # asking again changes nothing
+    first = plan()
+    walk(world, production, first, {"taxi-fare-v4": 100})
+    assert production.ensure_deployment(first) is Progress.READY  # asking again changes nothing
+    assert production.set_traffic(first.endpoint, {"taxi-fare-v4": 100}) is Progress.READY
     [found] = production.deployments_of(REF)
     assert {key: found[key] for key in ("endpoint", "deployment", "traffic", "model")} == {
         "endpoint": "taxi-fare-prod",
@@ -171,13 +242,18 @@ def test_first_deployment_takes_all_traffic_and_is_never_duplicated(world):
     assert production.deployments_of(ModelRef("taxi-fare", "5")) == []
 
 
-def test_a_new_deployment_shares_traffic_with_the_previous_live_one(world):
+def test_the_endpoint_state_names_what_each_deployment_serves(world):
     world.seed_live_deployment("taxi-fare-prod", "taxi-fare-v3")
     production = world.backend.production
-    canary = plan(percent=20)
-    for step in (production.ensure_endpoint, production.ensure_deployment, production.ensure_traffic):
-        until_ready(world, step, canary)
-    traffic = {d["deployment"]: d["traffic"] for d in production.deployments_of(REF)}
-    assert traffic == {"taxi-fare-v4": 20}
-    previous = production.deployments_of(ModelRef("taxi-fare", "3"))
-    assert [(d["deployment"], d["traffic"]) for d in previous] == [("taxi-fare-v3", 80)]
+    walk(world, production, plan(), {"taxi-fare-v4": 20, "taxi-fare-v3": 80})
+    state = production.endpoint("taxi-fare-prod")
+    assert dict(state.traffic) == {"taxi-fare-v4": 20, "taxi-fare-v3": 80}
+    assert dict(state.models) == {"taxi-fare-v4": "taxi-fare:4", "taxi-fare-v3": "taxi-fare:3"}
+    assert not state.busy
+    assert production.endpoint("nothing-here") is None
+
+
+def test_a_deployment_name_serving_another_model_fails(world):
+    world.seed_live_deployment("taxi-fare-prod", "taxi-fare-v4")  # serves taxi-fare:3
+    with pytest.raises(DeploymentFailed, match="serves"):
+        world.backend.production.ensure_deployment(plan())

@@ -23,11 +23,12 @@ class StaticToken:
 
 def test_settings_take_the_host_identity_based_storage_settings():
     env = {**AZUREML_ENV, "PROMOTION_STATE_STORE": "tables", "AzureWebJobsStorage__accountName": "promotionsacct"}
-    assert Settings.from_env(env).storage_table_endpoint == "https://promotionsacct.table.core.windows.net"
-    with pytest.raises(SettingsError, match="AzureWebJobsStorage__accountName='Bad_Name'"):
-        Settings.from_env({**env, "AzureWebJobsStorage__accountName": "Bad_Name"})
+    assert Settings.from_env(env).table_store().endpoint == "https://promotionsacct.table.core.windows.net"
+    with pytest.raises(SettingsError, match="AzureWebJobsStorage__accountName is not a valid") as raised:
+        Settings.from_env({**env, "AzureWebJobsStorage__accountName": "Bad_Name"}).table_store()
+    assert "Bad_Name" not in str(raised.value)
     with pytest.raises(SettingsError, match="must be an https:// URL"):
-        Settings.from_env({**env, "AzureWebJobsStorage__tableServiceUri": "http://plain"})
+        Settings.from_env({**env, "AzureWebJobsStorage__tableServiceUri": "http://plain"}).table_store()
 
 
 def test_wiring_builds_an_identity_store(monkeypatch):
@@ -39,9 +40,8 @@ def test_wiring_builds_an_identity_store(monkeypatch):
     wiring.reset()
     try:
         store = wiring.store()
-        assert isinstance(store, TablePromotionStore) and store._endpoint.endswith(
-            "promotionsacct.table.core.windows.net"
-        )
+        assert isinstance(store, TablePromotionStore)
+        assert store.url.rstrip("/") == "https://promotionsacct.table.core.windows.net"
     finally:
         wiring.reset()
 

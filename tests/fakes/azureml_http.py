@@ -1,19 +1,25 @@
-"""An in-process, stateful fake of the Azure ML REST API, for driving the real azure-ai-ml SDK in tests.
+"""An in-process, stateful fake of the Azure ML REST API, for driving the real Azure SDKs in tests.
 
 It intercepts every `requests` call (the transport azure-core uses) with the `responses` library and answers
 from a few dicts: the staging and production workspaces, their models, online endpoints and deployments, and
 the shared registry. It also serves App Service's managed-identity token endpoint, so tests run the real
 DefaultAzureCredential (see `tests.fakes.fixtures.managed_identity_env`).
 
-What it serves is only what the adapter, and the SDK calls behind it, touch:
-- ARM (management.azure.com): workspace GET; model version GET; online endpoint and deployment GET, PUT,
-  list; deployment logs; the status of endpoint and deployment operations;
-- registry discovery (`{discovery}/registrymanagement/v1.0/registries/{r}/discovery`);
-- the registry data plane (`{primaryRegionResourceProviderUri}mferp/managementfrontend/...`): model version
-  GET and PUT, the import of a workspace model, and the import operation's status.
-Any other request gets a 501 naming it, so a test sees at once what the SDK asked for.
+What it serves:
+- ARM (management.azure.com), api-version 2024-04-01 as the adapter sends it: workspace model versions (GET,
+  list, and `ModelVersions_Publish`, a long-running operation followed through its Location or
+  Azure-AsyncOperation URL), registry model versions (GET, list, PUT), the subscription's registries;
+- ARM for production, as azure-ai-ml's MLClient calls it: workspace GET, online endpoints and deployments (GET,
+  PUT, list), deployment logs, and the status of their operations;
+- the registry's data plane that azure-ai-ml's own registry calls use (discovery, model version GET and PUT, the
+  import of a workspace model), so the README's comparison of the copy options can be measured on the same fake.
+Any other request gets a 501 naming it, so a test sees at once what was asked for.
 
-Where the real service's answer is not documented, the fake guesses and says so next to the guess.
+It is not kinder than Azure: a publish takes `publish_polls` polls and sends no Retry-After unless told to (the
+worst case for a client that waits: azure-core would sleep its 30-second default per poll); registry versions keep
+their content (a PUT may change only tags, description, stage and isArchived, and must send the rest back
+unchanged); publishing a version the registry holds answers 409; registry model names refuse '.'. Where the real
+service's answer is not documented, the fake guesses and says so next to the guess.
 """
 
 from __future__ import annotations
@@ -62,7 +68,12 @@ _WORKSPACE = _SCOPE + r"/workspaces/(?P<ws>[^/]+)"
 _ENDPOINT = _WORKSPACE + r"/onlineEndpoints/(?P<endpoint>[^/]+)"
 _DEPLOYMENT = _ENDPOINT + r"/deployments/(?P<deployment>[^/]+)"
 _REGISTRY = r"/mferp/managementfrontend" + _SCOPE + r"/registries/(?P<registry>[^/]+)"
-_VERSION = r"/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)"
+_ARM_REGISTRY = _SCOPE + r"/registries/(?P<registry>[^/]+)"
+_MODEL = r"/models/(?P<name>[^/]+)"
+_VERSION = _MODEL + r"/versions/(?P<version>[^/]+)"
+_OPERATIONS = r"/subscriptions/(?P<sub>[^/]+)" + _PROVIDER + r"/locations/(?P<location>[^/]+)"
+# Registry model names (ARM's pattern): no '.', unlike workspace model names.
+_REGISTRY_MODEL_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9\-_]{0,254}")
 _SOURCE_ASSET = re.compile(
     r"azureml://locations/(?P<location>[^/]+)/workspaces/(?P<guid>[^/]+)" + _VERSION + "$", re.IGNORECASE
 )
@@ -145,6 +156,15 @@ class FakeAzureML:
         # (name, version) -> the registry's model version, as the registry would answer it
         self.registry_models: dict[tuple[str, str], dict[str, Any]] = {}
 
+        # ModelVersions_Publish: how many status polls it runs before it ends, with what outcome, and what it sends.
+        self.publish_polls = 3
+        self.publish_outcome = "Succeeded"
+        self.publish_error = "the copy failed: the source model's artifacts could not be read"
+        self.publish_retry_after: int | None = None  # seconds; None: no Retry-After header, as the worst case
+        self.publish_async_operation = False  # also send Azure-AsyncOperation (the spec names only Location)
+        self.publish_copies_tags = False  # undocumented, so the adapter must not rely on it
+        self.page_size = 100  # items per page of a listing; smaller values exercise nextLink
+
         self.import_polls = 1
         self.import_returns_body = True
         self.import_copies_tags = False
@@ -153,6 +173,7 @@ class FakeAzureML:
         self.operation_retry_after = 3600
 
         self.requests: list[Request] = []
+        self._current_path = ""
         self.token_requests = 0
         self.background_polls = 0
         self._injections: list[_Injection] = []
@@ -196,6 +217,7 @@ class FakeAzureML:
         description: str | None = None,
         path: str | None = None,
         workspace: str = "staging",
+        archived: bool = False,
     ) -> dict[str, Any]:
         ws = self.staging if workspace == "staging" else self.production
         version = str(version)
@@ -209,8 +231,13 @@ class FakeAzureML:
             or f"azureml://subscriptions/{self.subscription_id}/resourcegroups/{ws.resource_group}"
             f"/workspaces/{ws.name}/datastores/workspaceblobstore/paths/models/{name}/{version}/",
         )
+        body["properties"]["isArchived"] = archived
         ws.models[(name, version)] = body
         return body
+
+    def set_workspace_model_tags(self, name: str, version: str | int, tags: Mapping[str, str]) -> None:
+        """What `az ml model update --set tags.K=V` does in staging: tags change, no event is emitted."""
+        self.staging.models[(name, str(version))]["properties"]["tags"].update(tags)
 
     def add_registry_model(
         self,
@@ -369,17 +396,28 @@ class FakeAzureML:
     def _route(self, method: str, url: str, body: Any) -> Answer:
         parts = urlsplit(url)
         target = f"{parts.scheme}://{parts.netloc}{parts.path}"
+        query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+        self._current_path = target
         for route_method, pattern, handler in self._routes:
             match = pattern.fullmatch(target) if route_method == method else None
             if match:
-                return handler(body=body, **match.groupdict())
+                return handler(body=body, query=query, **match.groupdict())
         return _error(501, "NotImplemented", f"the fake Azure ML does not serve {method} {url}")
 
     def _route_table(self) -> list[tuple[str, re.Pattern[str], Callable[..., Answer]]]:
         arm, discovery, registry = re.escape(ARM), re.escape(DISCOVERY), re.escape(self.registry_base.rstrip("/"))
         table = [
             ("GET", arm + _WORKSPACE, self._get_workspace),
+            ("GET", arm + _WORKSPACE + r"/models", self._list_workspace_models),
+            ("GET", arm + _WORKSPACE + _MODEL + r"/versions", self._list_workspace_versions),
             ("GET", arm + _WORKSPACE + _VERSION, self._get_workspace_model),
+            ("POST", arm + _WORKSPACE + _VERSION + r"/publish", self._publish),
+            ("GET", arm + _OPERATIONS + r"/mfeOperationResults/(?P<operation>[^/]+)", self._publish_result),
+            ("GET", arm + _OPERATIONS + r"/mfeOperationsStatus/(?P<operation>[^/]+)", self._publish_status),
+            ("GET", arm + r"/subscriptions/(?P<sub>[^/]+)" + _PROVIDER + r"/registries", self._list_registries),
+            ("GET", arm + _ARM_REGISTRY + _MODEL + r"/versions", self._list_registry_versions),
+            ("GET", arm + _ARM_REGISTRY + _VERSION, self._arm_get_registry_model),
+            ("PUT", arm + _ARM_REGISTRY + _VERSION, self._arm_put_registry_model),
             ("GET", arm + _WORKSPACE + r"/onlineEndpoints", self._list_endpoints),
             ("GET", arm + _ENDPOINT, self._get_endpoint),
             ("PUT", arm + _ENDPOINT, self._put_endpoint),
@@ -389,9 +427,15 @@ class FakeAzureML:
             ("POST", arm + _DEPLOYMENT + r"/getLogs", self._deployment_logs),
             ("GET", arm + r"/fake-operations/(?P<operation>[^/]+)", self._resource_operation),
             ("GET", discovery + r"/registrymanagement/v1\.0/registries/(?P<registry>[^/]+)/discovery", self._discovery),
+            ("GET", registry + _REGISTRY + _MODEL + r"/versions", self._list_registry_versions_data_plane),
             ("GET", registry + _REGISTRY + _VERSION, self._get_registry_model),
             ("PUT", registry + _REGISTRY + _VERSION, self._put_registry_model),
             ("POST", registry + _REGISTRY + r"/import", self._import),
+            (
+                "PUT",
+                registry + _REGISTRY + r"/tempdatarefs/(?P<name>[^/]+)/versions/(?P<version>[^/]+)",
+                self._temp_ref,
+            ),
             ("GET", registry + _REGISTRY + r"/importOperations/(?P<operation>[^/]+)", self._import_operation),
         ]
         return [(method, re.compile(pattern, re.IGNORECASE), handler) for method, pattern, handler in table]
@@ -433,6 +477,165 @@ class FakeAzureML:
         workspace = self._find_workspace(rg, ws)
         model = workspace.models.get((name, version)) if workspace else None
         return _ok(model) if model else _not_found(f"model {name}:{version}")
+
+    def _list_workspace_models(self, rg: str, ws: str, query: Mapping[str, str], **_: Any) -> Answer:
+        workspace = self._find_workspace(rg, ws)
+        if workspace is None:
+            return _not_found(f"workspace {ws}")
+        active = query.get("listViewType", "ActiveOnly") == "ActiveOnly"
+        names = sorted({name for (name, _), model in workspace.models.items() if not (active and _archived(model))})
+        containers = [{"id": f"{workspace.id}/models/{name}", "name": name, "properties": {}} for name in names]
+        return self._page(containers, query)
+
+    def _list_workspace_versions(self, rg: str, ws: str, name: str, query: Mapping[str, str], **_: Any) -> Answer:
+        workspace = self._find_workspace(rg, ws)
+        if workspace is None:
+            return _not_found(f"workspace {ws}")
+        active = query.get("listViewType", "ActiveOnly") == "ActiveOnly"
+        versions = [
+            model
+            for (model_name, _), model in sorted(workspace.models.items())
+            if model_name == name and not (active and _archived(model))
+        ]
+        return self._page(versions, query)
+
+    def _page(self, items: list[dict[str, Any]], query: Mapping[str, str]) -> Answer:
+        """One page of a listing; the next page's URL keeps the query and moves $skip along."""
+        start = int(query.get("$skip", "0"))
+        page = {"value": [_public(item) for item in items[start : start + self.page_size]]}
+        if start + self.page_size < len(items):
+            rest = {**query, "$skip": str(start + self.page_size)}
+            page["nextLink"] = f"{self._current_path}?" + "&".join(f"{k}={v}" for k, v in rest.items())
+        return _ok(page)
+
+    # ---- ModelVersions_Publish: a workspace model version into the registry, a long-running operation
+
+    def _publish(self, rg: str, ws: str, name: str, version: str, body: dict[str, Any], **_: Any) -> Answer:
+        workspace = self._find_workspace(rg, ws)
+        model = workspace.models.get((name, version)) if workspace else None
+        if model is None:
+            return _not_found(f"model {name}:{version}")
+        sent = body or {}
+        registry, destination = sent.get("registryName"), sent.get("destinationName") or ""
+        version_to = sent.get("destinationVersion") or ""
+        if registry != self.registry_name:
+            return _not_found(f"registry {registry}")
+        if not _REGISTRY_MODEL_NAME.fullmatch(destination) or not version_to:
+            return _error(400, "UserError", f"invalid destination model name or version {destination!r}:{version_to!r}")
+        if (destination, version_to) in self.registry_models:
+            return _error(409, "Conflict", f"model {destination}:{version_to} already exists in registry {registry}")
+        operation = next(self._ids)
+        self._operations[operation] = {
+            "polls_left": self.publish_polls,
+            "outcome": self.publish_outcome,
+            "source": model,
+            "destination": (destination, version_to),
+        }
+        headers = {"Location": f"{self._operation_base}/mfeOperationResults/{operation}"}
+        if self.publish_async_operation:
+            headers["Azure-AsyncOperation"] = f"{self._operation_base}/mfeOperationsStatus/{operation}"
+        if self.publish_retry_after is not None:
+            headers["Retry-After"] = str(self.publish_retry_after)
+        return 202, headers, ""
+
+    @property
+    def _operation_base(self) -> str:
+        provider = "providers/Microsoft.MachineLearningServices"
+        return f"{ARM}/subscriptions/{self.subscription_id}/{provider}/locations/{self.location}"
+
+    def _step_publish(self, operation: str) -> str:
+        """One poll of a publish: InProgress until its polls run out, then its outcome (and, on success, the copy)."""
+        state = self._operations.get(operation)
+        if state is None:
+            return "Unknown"
+        if state["polls_left"] > 0:
+            state["polls_left"] -= 1
+            return "InProgress"
+        if state["outcome"] == "Succeeded" and state["destination"] not in self.registry_models:
+            self._complete_publish(state)
+        return state["outcome"]
+
+    def _complete_publish(self, state: dict[str, Any]) -> None:
+        name, version = state["destination"]
+        source = state["source"]["properties"]
+        copied = self.add_registry_model(
+            name,
+            version,
+            type=source["modelType"],
+            properties=source["properties"],
+            tags=source["tags"] if self.publish_copies_tags else None,
+            description=source["description"] if self.publish_copies_tags else None,
+        )
+        copied["properties"]["flavors"] = copy.deepcopy(source["flavors"])
+
+    def run_publishes(self) -> None:
+        """Let every publish under way finish, as the service would after a while, without anyone polling."""
+        for operation, state in self._operations.items():
+            if "destination" in state:
+                state["polls_left"] = 0
+                self._step_publish(operation)
+
+    def _publish_result(self, operation: str, **_: Any) -> Answer:
+        """The Location URL: 202 while running, 200 once done, the operation's error when it failed."""
+        status = self._step_publish(operation)
+        if status == "Unknown":
+            return _not_found(f"operation {operation}")
+        if status == "InProgress":
+            headers = {"Location": f"{self._operation_base}/mfeOperationResults/{operation}"}
+            if self.publish_retry_after is not None:
+                headers["Retry-After"] = str(self.publish_retry_after)
+            return 202, headers, ""
+        if status == "Succeeded":
+            return 200, {}, ""
+        return _error(400, "UserError", self.publish_error)
+
+    def _publish_status(self, operation: str, **_: Any) -> Answer:
+        """The Azure-AsyncOperation URL: a status document."""
+        status = self._step_publish(operation)
+        if status == "Unknown":
+            return _not_found(f"operation {operation}")
+        document: dict[str, Any] = {"id": operation, "name": operation, "status": status}
+        if status == "Failed":
+            document["error"] = {"code": "UserError", "message": self.publish_error}
+        return _ok(document)
+
+    # ---- the registry through ARM
+
+    def _list_registries(self, sub: str, **_: Any) -> Answer:
+        registry = {
+            "id": f"/subscriptions/{sub}/resourceGroups/{self.registry_resource_group}"
+            f"/providers/Microsoft.MachineLearningServices/registries/{self.registry_name}",
+            "name": self.registry_name,
+            "type": "Microsoft.MachineLearningServices/registries",
+            "location": self.location,
+        }
+        other = {**registry, "id": registry["id"].replace(self.registry_name, "someone-elses"), "name": "someone-elses"}
+        return _ok({"value": [other, registry]})
+
+    def _registry_matches(self, rg: str, registry: str) -> bool:
+        return rg.lower() == self.registry_resource_group.lower() and registry.lower() == self.registry_name.lower()
+
+    def _list_registry_versions(self, rg: str, registry: str, name: str, query: Mapping[str, str], **_: Any) -> Answer:
+        if not self._registry_matches(rg, registry):
+            return _not_found(f"registry {registry} in resource group {rg}")
+        versions = [model for (model_name, _), model in sorted(self.registry_models.items()) if model_name == name]
+        if not versions:
+            return _not_found(f"model {name}")
+        return self._page(versions, query)
+
+    def _list_registry_versions_data_plane(self, name: str, query: Mapping[str, str], **_: Any) -> Answer:
+        versions = [model for (model_name, _), model in sorted(self.registry_models.items()) if model_name == name]
+        return self._page(versions, query)
+
+    def _arm_get_registry_model(self, rg: str, registry: str, name: str, version: str, **_: Any) -> Answer:
+        if not self._registry_matches(rg, registry):
+            return _not_found(f"registry {registry} in resource group {rg}")
+        return self._get_registry_model(name=name, version=version)
+
+    def _arm_put_registry_model(self, rg: str, registry: str, name: str, version: str, body: Any, **_: Any) -> Answer:
+        if not self._registry_matches(rg, registry):
+            return _not_found(f"registry {registry} in resource group {rg}")
+        return self._put_registry_model(name=name, version=version, body=body)
 
     # ---- online endpoints and deployments (production)
 
@@ -560,16 +763,24 @@ class FakeAzureML:
         model = self.registry_models.get((name, version))
         return _ok(model) if model else _not_found(f"model {name}:{version}")
 
-    def _put_registry_model(self, name: str, version: str, body: dict[str, Any], **_: Any) -> Answer:
+    def _put_registry_model(self, name: str, version: str, body: Any, **_: Any) -> Answer:
         model = self.registry_models.get((name, version))
         if model is None:
             return _error(400, "UserError", "the fake registry only updates existing versions")
-        sent = body.get("properties") or {}
-        for immutable in ("modelType", "modelUri", "properties"):
-            if immutable in sent and sent[immutable] != model["properties"].get(immutable):
-                return _error(409, "Conflict", f"{immutable} of a model version cannot change")
-        model["properties"]["tags"] = dict(sent.get("tags") or {})
-        model["properties"]["description"] = sent.get("description")
+        sent = (body or {}).get("properties") or {}
+        stored = model["properties"]
+        # Content is immutable: every field but the mutable metadata must come back exactly as it is (a PUT
+        # replaces the resource, so a field left out would be a change too).
+        for field in ("modelUri", "modelType", "properties", "flavors"):
+            if sent.get(field) != stored.get(field):
+                return _error(
+                    400,
+                    "UserError",
+                    f"{field} of registry model {name}:{version} cannot change without a new version",
+                )
+        for field in ("tags", "description", "stage", "isArchived"):
+            if field in sent:
+                stored[field] = copy.deepcopy(sent[field])
         return _ok(model)
 
     def _import(self, body: dict[str, Any], **_: Any) -> Answer:
@@ -599,6 +810,13 @@ class FakeAzureML:
         operation = next(self._ids)
         self._operations[operation] = {"polls_left": self.import_polls, "model": (name, version)}
         return 202, self._import_headers(operation), ""
+
+    def _temp_ref(self, name: str, version: str, **_: Any) -> Answer:
+        """The SAS for uploading a registry asset's files: the version exists already after an import, so the service
+        answers 409, which azure-ai-ml takes as "nothing to upload"."""
+        if (name, version) in self.registry_models:
+            return _error(409, "Conflict", f"Asset {name}:{version} already exists")
+        return _error(400, "UserError", "the fake registry does not take uploads")
 
     def _import_headers(self, operation: str) -> dict[str, str]:
         return {"Location": f"{self._registry_path()}/importOperations/{operation}", "Retry-After-Ms": "1"}
@@ -658,6 +876,10 @@ def _model_version(
 def _system_data() -> dict[str, str]:
     at = "2024-05-01T12:00:00.000000+00:00"
     return {"createdBy": "someone@example.com", "createdAt": at, "lastModifiedAt": at, "createdByType": "User"}
+
+
+def _archived(model: dict[str, Any]) -> bool:
+    return bool(model["properties"].get("isArchived"))
 
 
 def _public(resource: dict[str, Any]) -> dict[str, Any]:

@@ -92,3 +92,107 @@ def test_malformed_events_name_what_is_wrong(raw, field):
 def test_resource_ids_compare_like_arm():
     assert same_resource(TOPIC.upper(), TOPIC + "/")
     assert not same_resource(TOPIC, TOPIC + "2")
+
+
+KELVIN = "\u212a"  # KELVIN SIGN: lower-cases to an ASCII "k" in Unicode
+LONG_S = "\u017f"  # LATIN SMALL LETTER LONG S: upper-cases to an ASCII "S"
+
+
+@pytest.mark.parametrize(
+    "lookalike",
+    [
+        TOPIC.replace("workspaces", f"wor{KELVIN}spaces"),
+        TOPIC.replace("subscriptions", f"{LONG_S}ubscriptions"),
+        TOPIC.replace("/ws", "/w\u0455"),  # CYRILLIC SMALL LETTER DZE, looks like "s"
+        TOPIC.replace("rg", "r\u0261"),  # LATIN SMALL LETTER SCRIPT G
+        TOPIC.upper().replace("K", KELVIN),
+        TOPIC + "\u200b",  # an invisible character at the end
+    ],
+)
+def test_non_ascii_lookalikes_of_the_topic_do_not_match(lookalike):
+    assert lookalike != TOPIC
+    assert not same_resource(lookalike, TOPIC)
+    assert not same_resource(TOPIC, lookalike)
+
+
+def test_the_kelvin_sign_would_pass_a_unicode_case_insensitive_comparison():
+    # Why the comparison must be ASCII-only: Unicode case folding makes the lookalike equal.
+    lookalike = TOPIC.replace("workspaces", f"wor{KELVIN}spaces")
+    assert lookalike.lower() == TOPIC.lower()
+    assert not same_resource(lookalike, TOPIC)
+
+
+@pytest.mark.parametrize(
+    "left, right, same",
+    [
+        (TOPIC, TOPIC, True),
+        (TOPIC.lower(), TOPIC.upper(), True),
+        (TOPIC + "/", TOPIC, True),
+        (TOPIC, TOPIC.replace("/ws", "/ws2"), False),
+        (TOPIC, TOPIC.replace("/workspaces/ws", "/registries/ws"), False),
+        (TOPIC, TOPIC.replace("/subscriptions/s/", "/subscriptions/t/"), False),
+        (TOPIC, "", False),
+    ],
+)
+def test_same_resource(left, right, same):
+    assert same_resource(left, right) is same
+
+
+def cloud_event(**overrides):
+    """A CloudEvents 1.0 ModelRegistered event, shaped as the Functions trigger hands a func.CloudEvent over."""
+    base = {
+        "id": "ce-1",
+        "source": TOPIC,
+        "type": MODEL_REGISTERED,
+        "subject": "models/churn:3",
+        "specversion": "1.0",
+        "data": {"ModelName": "churn", "ModelVersion": "3", "ModelTags": {"stage": "candidate"}, "ModelProperties": {}},
+    }
+    base.update(overrides)
+    return base
+
+
+def test_a_cloud_event_parses_like_an_event_grid_event():
+    from_cloud = parse(cloud_event())
+    from_grid = parse(event(id="ce-1"))
+
+    assert from_cloud == from_grid
+    assert from_cloud == ModelRegistered(
+        event_id="ce-1", topic=TOPIC, model=ModelRef("churn", "3"), tags={"stage": "candidate"}, properties={}
+    )
+
+
+def test_a_cloud_event_without_subject_or_specversion_still_parses():
+    parsed = parse(cloud_event(subject=None, specversion=None, time="2026-11-26T12:00:00Z"))
+    assert parsed.model == ModelRef("churn", "3")
+
+
+def test_a_cloud_event_of_another_type_is_recognised():
+    parsed = parse(cloud_event(type="Microsoft.MachineLearningServices.RunCompleted", data=None))
+    assert parsed == OtherEvent("ce-1", "Microsoft.MachineLearningServices.RunCompleted")
+
+
+def test_a_cloud_event_from_a_lookalike_source_parses_but_is_not_the_workspace():
+    lookalike = TOPIC.replace("workspaces", f"wor{KELVIN}spaces")
+    parsed = parse(cloud_event(source=lookalike))
+    assert parsed.topic == lookalike  # kept as sent, for the refusal to name it
+    assert not same_resource(parsed.topic, TOPIC)
+
+
+@pytest.mark.parametrize(
+    "raw, field",
+    [
+        (cloud_event(source=None), "source: expected a non-empty string"),
+        (cloud_event(source=""), "source: expected a non-empty string"),
+        ({k: v for k, v in cloud_event().items() if k != "source"}, "topic: missing"),
+        (cloud_event(type=""), "type: expected a non-empty string"),
+        ({k: v for k, v in cloud_event().items() if k != "type"}, "eventType: missing"),
+        (cloud_event(data=None), "data"),
+        (cloud_event(data=[]), "data"),
+        (cloud_event(subject="models/churn:4"), "subject"),
+        (cloud_event(id=None), "id"),
+    ],
+)
+def test_malformed_cloud_events_name_what_is_wrong(raw, field):
+    with pytest.raises(MalformedEvent, match=field):
+        parse(raw)

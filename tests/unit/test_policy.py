@@ -1,4 +1,7 @@
 import json
+import math
+import re
+from datetime import timedelta
 
 import pytest
 
@@ -116,19 +119,124 @@ def test_invalid_documents_name_the_field(document, message):
 
 def test_load_names_the_file(tmp_path):
     missing = tmp_path / "nope.json"
-    with pytest.raises(PolicyError, match=f"{missing}: policy file not found"):
+    with pytest.raises(PolicyError, match=re.escape(f"{missing}: policy file not found")):
         Policy.load(missing)
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
-    with pytest.raises(PolicyError, match=f"{broken}: not valid JSON"):
+    with pytest.raises(PolicyError, match=re.escape(f"{broken}: not valid JSON")):
         Policy.load(broken)
     wrong = tmp_path / "wrong.json"
     wrong.write_text('{"production": {"instance_count": -1}}')
-    with pytest.raises(PolicyError, match=f"{wrong}: production.instance_count"):
+    with pytest.raises(PolicyError, match=re.escape(f"{wrong}: production.instance_count")):
         Policy.load(wrong)
+
+
+@pytest.mark.parametrize(
+    "content, detail",
+    [
+        (None, "policy file not found (set PROMOTION_POLICY_FILE)"),
+        ("{not json", "not valid JSON"),
+        ('{"production": {"required_approvals": 0}}', "production.required_approvals"),
+        ('{"production": {"approval_ttl_hours": "1"}}', "production.approval_ttl_hours"),
+        (b"\xff\xfe not utf-8", "cannot read the policy file"),
+    ],
+)
+def test_the_detail_of_a_policy_error_has_no_file_path(tmp_path, content, detail):
+    # The detail goes into API answers, where the path (a setting's value) must not appear.
+    folder = tmp_path / "secret-folder-name"
+    folder.mkdir()
+    path = folder / "policy.json"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+
+    with pytest.raises(PolicyError) as refused:
+        Policy.load(path)
+
+    assert detail in refused.value.detail
+    assert "secret-folder-name" not in refused.value.detail and str(tmp_path) not in refused.value.detail
+    assert str(path) in str(refused.value)  # the log and the CLI still say which file
+
+
+def test_a_policy_error_outside_a_file_has_its_message_as_detail():
+    with pytest.raises(PolicyError) as refused:
+        Policy.from_document({"production": {"required_approvals": 0}})
+    assert refused.value.detail == str(refused.value)
 
 
 def test_production_defaults_and_endpoint_template():
     rules = Policy.from_document({"production": {"endpoint": "{name}-v{version}"}}).production
     assert rules.require_distinct_approver is True and rules.traffic_percent == 100
     assert rules.endpoint_for(ModelRef("churn", "7")) == "churn-v7"
+
+
+def test_production_defaults_of_the_new_fields():
+    rules = Policy.from_document({}).production
+    assert rules.required_approvals == 1
+    assert rules.approval_ttl == timedelta(hours=168)
+    assert rules.deploy_timeout == timedelta(minutes=90)
+    assert rules.job_grace == timedelta(minutes=10)
+
+
+def test_production_fields_take_fractions_so_tests_can_use_seconds():
+    rules = Policy.from_document(
+        {
+            "production": {
+                "required_approvals": 2,
+                "approval_ttl_hours": 0.5,
+                "deploy_timeout_minutes": 0.05,
+                "job_grace_minutes": 1.5,
+            }
+        }
+    ).production
+    assert rules.required_approvals == 2
+    assert rules.approval_ttl == timedelta(minutes=30)
+    assert rules.deploy_timeout == timedelta(seconds=3)
+    assert rules.job_grace == timedelta(seconds=90)
+
+
+@pytest.mark.parametrize("value", [1, 2, 3, 100])
+def test_required_approvals_accepts_whole_numbers_from_1_to_100(value):
+    assert Policy.from_document({"production": {"required_approvals": value}}).production.required_approvals == value
+
+
+@pytest.mark.parametrize("value", [0, -1, 101, 1.5, 2.0, "2", True, False, None, [2], math.nan])
+def test_required_approvals_refuses_anything_else_naming_the_field(value):
+    with pytest.raises(PolicyError, match=r"production\.required_approvals: expected a whole number from 1 to 100"):
+        Policy.from_document({"production": {"required_approvals": value}})
+
+
+DURATIONS = ("approval_ttl_hours", "deploy_timeout_minutes", "job_grace_minutes")
+
+
+@pytest.mark.parametrize("field", DURATIONS)
+@pytest.mark.parametrize("value", [1, 0.001, 2.5, 168, 24 * 365])
+def test_durations_accept_positive_numbers(field, value):
+    rules = Policy.from_document({"production": {field: value}}).production
+    assert getattr(rules, field) == value
+    assert isinstance(getattr(rules, field), float)
+    assert rules.approval_ttl > timedelta(0) and rules.deploy_timeout > timedelta(0) and rules.job_grace > timedelta(0)
+
+
+@pytest.mark.parametrize("field", DURATIONS)
+@pytest.mark.parametrize(
+    "value", [0, 0.0, -1, -0.5, "1", "", True, False, None, [], {}, math.nan, math.inf, -math.inf, 1e300]
+)
+def test_durations_refuse_anything_else_naming_the_field(field, value):
+    # 1e300 would pass as positive, and then overflow the timedelta the service computes from it.
+    with pytest.raises(PolicyError, match=rf"production\.{field}: expected a positive number"):
+        Policy.from_document({"production": {field: value}})
+
+
+def test_a_nan_duration_in_a_file_is_refused(tmp_path):
+    path = tmp_path / "policy.json"
+    path.write_text('{"production": {"deploy_timeout_minutes": NaN}}')  # Python's json module reads NaN
+    with pytest.raises(PolicyError, match=r"production\.deploy_timeout_minutes"):
+        Policy.load(path)
+
+
+def test_the_digest_covers_the_production_fields():
+    base = Policy.from_document({"production": {"required_approvals": 1}}).digest
+    assert Policy.from_document({"production": {"required_approvals": 2}}).digest != base
+    assert Policy.from_document({"production": {"required_approvals": 1, "job_grace_minutes": 5}}).digest != base

@@ -1,226 +1,339 @@
-from datetime import datetime, timedelta, timezone
-from itertools import count
+"""Production sharing requests: model types, N-of-M approvals, rejection and expiry."""
+
+import threading
+from dataclasses import replace
 
 import pytest
 
 from promotion import service
-from promotion.domain import InvalidTransition, ModelRef, ModelVersion, State
+from promotion.adapters.sqlite import SqlitePromotionStore
+from promotion.domain import EventType, ModelRef, ModelVersion, State
 from promotion.identity import Principal
-from promotion.policy import ProductionRules
-from tests.unit.fakes import FakeDeployer, FakeRegistry, InMemoryPromotionStore
+from promotion.policy import Policy, ProductionRules
+from tests.unit.fakes import FakeClock, FakeDeployer, FakeRegistry, Production
 
 REF = ModelRef("churn", "3")
 IN_REGISTRY = ModelVersion(REF, "mlflow_model", {"promotion.source_model": "churn:3", "stage": "candidate"})
+ERIN_ID = "55555555-0000-0000-0000-000000000000"
 RULES = ProductionRules(
-    approvers=("carol@contoso.com", "44444444-0000-0000-0000-000000000000"),
+    approvers=("carol@contoso.com", ERIN_ID),
     approver_roles=("Promotion.Approver",),
-    traffic_percent=25,
+    required_approvals=2,
 )
-ALICE = Principal("alice@contoso.com", "11111111-0000-0000-0000-000000000000")
-CAROL = Principal("carol@contoso.com", "33333333-0000-0000-0000-000000000000")
-BOB = Principal("bob@contoso.com", "22222222-0000-0000-0000-000000000000")
-
-
-def uri(ref):
-    return f"azureml://registries/shared/models/{ref.name}/versions/{ref.version}"
+APPROVER = frozenset({"Promotion.Approver"})
+ALICE = Principal("alice@contoso.com", "11111111-0000-0000-0000-000000000000")  # the requester
+BOB = Principal("bob@contoso.com", "22222222-0000-0000-0000-000000000000")  # not an approver
+CAROL = Principal("carol@contoso.com", "33333333-0000-0000-0000-000000000000")  # approver by name
+DAVE = Principal("dave@contoso.com", "44444444-0000-0000-0000-000000000000", APPROVER)  # approver by role
+ERIN = Principal("erin@contoso.com", ERIN_ID)  # approver by object id
 
 
 @pytest.fixture
 def clock():
-    ticks = count()
-    start = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
-    return lambda: start + timedelta(seconds=next(ticks))
+    return FakeClock()
 
 
 @pytest.fixture
-def store():
-    return InMemoryPromotionStore()
+def store(tmp_path):
+    return SqlitePromotionStore(tmp_path / "p.sqlite3")
 
 
 @pytest.fixture
 def registry():
-    return FakeRegistry(IN_REGISTRY)
-
-
-def request(store, registry, clock, caller=ALICE):
-    return service.request_promotion(REF, reason="better", caller=caller, registry=registry, store=store, clock=clock)
-
-
-def approve(store, promotion, clock, caller=CAROL, rules=RULES):
-    return service.approve(promotion.id, caller=caller, comment="ok", rules=rules, store=store, clock=clock)
-
-
-def deploy(store, registry, deployer, promotion_id, clock):
-    return service.deploy(
-        promotion_id,
-        store=store,
-        registry=registry,
-        deployer=deployer,
-        rules=RULES,
-        registry_model_uri=uri,
-        clock=clock,
+    return FakeRegistry(
+        IN_REGISTRY,
+        ModelVersion(ModelRef("triton", "1"), "triton_model"),
+        ModelVersion(ModelRef("custom", "1"), "custom_model"),
     )
 
 
-def test_request_creates_one_open_promotion_per_model_version(store, registry, clock):
-    first, created = request(store, registry, clock)
-    again, created_again = request(store, registry, clock, caller=BOB)
-    assert created and not created_again and again.id == first.id
+@pytest.fixture
+def prod(store, registry, clock):
+    return Production(store=store, registry=registry, deployer=FakeDeployer(), rules=RULES, clock=clock)
+
+
+# --- requests --------------------------------------------------------------------------------------
+
+
+def test_a_request_opens_one_promotion_per_model_version_and_says_so(prod, store):
+    first = prod.request(REF, ALICE, reason="better recall")
+    promotion, created = service.request_promotion(
+        REF, reason="again", caller=BOB, registry=prod.registry, store=store, rules=RULES, source="test-app"
+    )
+    assert not created and promotion.id == first.id and len(store.list()) == 1
     assert first.state is State.PENDING_APPROVAL and first.requested_by == ALICE.name
     assert first.history[0].action == "requested" and first.history[0].detail["principal_id"] == ALICE.id
 
+    [requested] = prod.events()
+    assert requested.type is EventType.APPROVAL_REQUESTED and requested.source == "test-app"
+    assert requested.subject == "models/churn/versions/3"
+    assert requested.data == {
+        "model": {"name": "churn", "version": "3"},
+        "promotion_id": first.id,
+        "state": "pending_approval",
+        "actor": ALICE.name,
+        "comment": "better recall",
+        "at": requested.data["at"],
+        "reason": "better recall",
+        "requested_by": ALICE.name,
+        "required_approvals": 2,
+    }
+    assert requested.data["at"].startswith("2026-11-26T12:00:00")
 
-def test_request_for_a_model_not_in_the_registry_is_refused(store, clock):
-    with pytest.raises(service.ModelNotInRegistry, match="churn:3 is not in the registry"):
-        request(store, FakeRegistry(), clock)
-    assert not store.promotions
+
+def test_a_request_for_a_model_not_in_the_registry_is_refused(prod, store):
+    with pytest.raises(service.ModelNotInRegistry, match="churn:4 is not in the registry"):
+        prod.request(ModelRef("churn", "4"), ALICE)
+    assert store.list() == [] and store.events() == []
 
 
-def test_requester_may_not_approve_even_when_an_approver(store, registry, clock):
-    promotion, _ = request(store, registry, clock, caller=CAROL)
+def test_a_model_type_that_cannot_deploy_without_code_is_refused_and_says_why(prod, store):
+    with pytest.raises(service.NotDeployable) as refused:
+        prod.request(ModelRef("custom", "1"), ALICE)
+    message = str(refused.value)
+    assert "custom_model" in message and "mlflow_model and triton_model" in message
+    assert "without an environment and a scoring script" in message
+    assert store.list() == [] and store.events() == []
+
+
+@pytest.mark.parametrize("ref", [REF, ModelRef("triton", "1")], ids=["mlflow_model", "triton_model"])
+def test_models_that_deploy_without_code_are_accepted(prod, ref):
+    assert prod.request(ref, ALICE).state is State.PENDING_APPROVAL
+
+
+# --- N-of-M approvals ------------------------------------------------------------------------------
+
+
+def test_the_first_of_two_approvals_keeps_the_request_pending_and_is_recorded(prod, store):
+    promotion = prod.request(REF, ALICE)
+    after = prod.approve(promotion.id, CAROL, comment="looks good")
+    assert after.state is State.PENDING_APPROVAL and after.approved_by is None
+    stored = store.get(promotion.id)
+    assert stored.state is State.PENDING_APPROVAL
+    [approval] = stored.approvals
+    assert approval.actor == CAROL.name and approval.action == "approval"
+    assert approval.detail == {"comment": "looks good", "principal_id": CAROL.id}
+    assert stored.to_json()["approvals"] == [CAROL.name]
+    assert prod.event_types(promotion.id) == ["ApprovalRequested"]  # nothing is approved yet
+
+
+@pytest.mark.parametrize(
+    "again",
+    [
+        CAROL,
+        Principal("Carol@Contoso.com", "66666666-0000-0000-0000-000000000000", APPROVER),  # same name, another id
+        Principal("c.smith@contoso.com", CAROL.id, APPROVER),  # same object id, another name
+        Principal("carol@contoso.com\u200b"),  # an invisible character does not make another person
+    ],
+    ids=["same", "same-name-other-id", "same-id-other-name", "invisible-char"],
+)
+def test_the_same_approver_cannot_approve_twice(prod, store, again):
+    promotion = prod.request(REF, ALICE)
+    prod.approve(promotion.id, CAROL)
+    with pytest.raises(service.Conflict, match="approved promotion .* already"):
+        prod.approve(promotion.id, again)
+    stored = store.get(promotion.id)
+    assert stored.state is State.PENDING_APPROVAL and len(stored.approvals) == 1
+
+
+@pytest.mark.parametrize(
+    "requester_again",
+    [
+        Principal(ALICE.name, "77777777-0000-0000-0000-000000000000", APPROVER),  # by name
+        Principal("a.jones@contoso.com", ALICE.id, APPROVER),  # by object id
+        Principal("ALICE@contoso.com", None, APPROVER),  # by name, whatever the case
+        Principal("\u200balice@contoso.com ", None, APPROVER),  # by name, with invisible characters around it
+    ],
+    ids=["name", "object-id", "name-case", "name-invisible-chars"],
+)
+def test_the_requester_may_not_approve_by_name_or_object_id(prod, store, requester_again):
+    promotion = prod.request(REF, ALICE)
     with pytest.raises(service.NotAllowed, match="requested this promotion"):
-        approve(store, promotion, clock, caller=CAROL)
+        prod.approve(promotion.id, requester_again)
+    assert store.get(promotion.id).approvals == ()
+
+
+def test_a_non_approver_is_refused_with_the_reason(prod, store):
+    promotion = prod.request(REF, ALICE)
+    with pytest.raises(service.NotAllowed, match="bob@contoso.com is not an approver"):
+        prod.approve(promotion.id, BOB)
+    with pytest.raises(service.NotAllowed):
+        prod.reject(promotion.id, BOB)
     assert store.get(promotion.id).state is State.PENDING_APPROVAL
 
 
-def test_distinct_approver_can_be_switched_off(store, registry, clock):
-    promotion, _ = request(store, registry, clock, caller=CAROL)
-    rules = ProductionRules(approvers=("carol@contoso.com",), require_distinct_approver=False)
-    assert approve(store, promotion, clock, caller=CAROL, rules=rules).state is State.APPROVED
+def test_the_second_distinct_approver_approves_it_with_one_approved_event(prod, store):
+    promotion = prod.request(REF, ALICE)
+    prod.approve(promotion.id, CAROL, comment="fine")
+    approved = prod.approve(promotion.id, ERIN, comment="ship it")
+    assert approved.state is State.APPROVED and approved.approved_by == f"{CAROL.name}, {ERIN.name}"
+    stored = store.get(promotion.id)
+    assert [entry.action for entry in stored.history] == ["requested", "approval", "approval", "approved"]
+    assert stored.history[-1].detail == {"approvals": 2}
+    assert prod.event_types(promotion.id) == ["ApprovalRequested", "Approved"]
+    approved_event = prod.events(promotion.id)[-1]
+    assert approved_event.data["approvals"] == [CAROL.name, ERIN.name]
+    assert approved_event.data["state"] == "approved" and approved_event.data["actor"] == ERIN.name
+    assert approved_event.data["comment"] == "ship it"
+    # and no further approval is taken
+    with pytest.raises(service.Conflict, match="only a pending request"):
+        prod.approve(promotion.id, DAVE)
 
 
-def test_same_person_is_recognised_by_object_id_even_if_the_name_changes(store, registry, clock):
-    promotion, _ = request(store, registry, clock, caller=Principal("carol@old.contoso.com", CAROL.id))
-    with pytest.raises(service.NotAllowed, match="requested"):
-        approve(store, promotion, clock, caller=CAROL)
+def test_one_approval_is_enough_by_default(store, registry, clock):
+    rules = ProductionRules(approvers=("carol@contoso.com",))
+    prod = Production(store=store, registry=registry, deployer=FakeDeployer(), rules=rules, clock=clock)
+    promotion = prod.request(REF, ALICE)
+    assert prod.approve(promotion.id, CAROL).state is State.APPROVED
 
 
-def test_non_approvers_are_refused_with_the_reason(store, registry, clock):
-    promotion, _ = request(store, registry, clock)
-    with pytest.raises(service.NotAllowed, match="bob@contoso.com is not an approver"):
-        approve(store, promotion, clock, caller=BOB)
+def test_the_distinct_approver_rule_can_be_switched_off(prod):
+    prod.rules = replace(RULES, required_approvals=1, require_distinct_approver=False)
+    promotion = prod.request(REF, CAROL)
+    assert prod.approve(promotion.id, CAROL).state is State.APPROVED
 
 
-@pytest.mark.parametrize(
-    "approver",
-    [
-        Principal("Carol@Contoso.com"),  # by name, case-insensitively
-        Principal("dave@contoso.com", "44444444-0000-0000-0000-000000000000"),  # by object id
-        Principal("erin@contoso.com", roles=frozenset({"Promotion.Approver"})),  # by app role
-    ],
-)
-def test_approvers_match_by_name_object_id_or_role(store, registry, clock, approver):
-    promotion, _ = request(store, registry, clock)
-    approved = approve(store, promotion, clock, caller=approver)
-    assert approved.state is State.APPROVED and approved.approved_by == approver.name
-    assert approved.history[-1].actor == approver.name and approved.history[-1].detail["comment"] == "ok"
+def test_a_rejection_by_any_approver_ends_it(prod, store):
+    promotion = prod.request(REF, ALICE)
+    prod.approve(promotion.id, CAROL)
+    rejected = prod.reject(promotion.id, DAVE, comment="the drift check failed")
+    assert rejected.state is State.REJECTED and rejected.rejected_by == DAVE.name
+    assert prod.event_types(promotion.id) == ["ApprovalRequested", "Rejected"]
+    event = prod.events(promotion.id)[-1]
+    assert event.data["comment"] == "the drift check failed" and event.data["actor"] == DAVE.name
+    assert event.data["state"] == "rejected"
+    with pytest.raises(service.Conflict, match="rejected"):
+        prod.approve(promotion.id, ERIN)
+    assert store.get(promotion.id).state is State.REJECTED
+    # closed: a new request opens a new promotion
+    assert prod.request(REF, ALICE).id != promotion.id
 
 
-def test_a_decided_promotion_cannot_be_decided_again(store, registry, clock):
-    promotion, _ = request(store, registry, clock)
-    rejected = service.reject(promotion.id, caller=CAROL, comment="no", rules=RULES, store=store, clock=clock)
-    assert rejected.state is State.REJECTED and rejected.rejected_by == CAROL.name
-    with pytest.raises(InvalidTransition, match="from rejected to approved"):
-        approve(store, promotion, clock)
-    # the rejected one is closed, so a new request opens a new promotion
-    fresh, created = request(store, registry, clock)
-    assert created and fresh.id != promotion.id
+def test_racing_approvers_make_exactly_one_transition_to_approved(prod, store):
+    promotion = prod.request(REF, ALICE)
+    approvers = [
+        Principal(f"approver{n}@contoso.com", f"9999999{n}-0000-0000-0000-000000000000", APPROVER) for n in range(6)
+    ]
+    barrier = threading.Barrier(len(approvers))
+    answers, errors = [], []
+
+    def approve(approver):
+        barrier.wait()
+        try:
+            answers.append(prod.approve(promotion.id, approver).state)
+        except (service.Conflict, service.ConcurrentChange) as refused:
+            errors.append(refused)
+
+    threads = [threading.Thread(target=approve, args=(approver,)) for approver in approvers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stored = store.get(promotion.id)
+    assert stored.state is State.APPROVED and len(stored.approvals) == 2
+    assert sorted(answers) == sorted([State.PENDING_APPROVAL, State.APPROVED])
+    assert len(errors) == len(approvers) - 2 and all(isinstance(e, service.Conflict) for e in errors)
+    assert prod.event_types(promotion.id).count("Approved") == 1
+    assert [entry.action for entry in stored.history].count("approved") == 1
 
 
-def test_a_decision_made_on_a_stale_read_is_a_conflict_and_changes_nothing(store, registry, clock):
-    promotion, _ = request(store, registry, clock)
-    read_before_the_approval = store.get(promotion.id)
-    approve(store, promotion, clock)
-    store.get = lambda promotion_id: read_before_the_approval  # the rejecting instance read before the approval
-    with pytest.raises(service.ConcurrentChange, match="changed by someone else"):
-        service.reject(promotion.id, caller=CAROL, comment="no", rules=RULES, store=store, clock=clock)
-    assert store.promotions[promotion.id].state is State.APPROVED
+def test_the_same_approver_racing_with_itself_counts_once(prod, store):
+    promotion = prod.request(REF, ALICE)
+    barrier = threading.Barrier(4)
+    answers, refused = [], []
+
+    def approve():
+        barrier.wait()
+        try:
+            answers.append(prod.approve(promotion.id, CAROL).state)
+        except (service.Conflict, service.ConcurrentChange) as error:
+            refused.append(error)
+
+    threads = [threading.Thread(target=approve) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stored = store.get(promotion.id)
+    assert stored.state is State.PENDING_APPROVAL and [e.actor for e in stored.approvals] == [CAROL.name]
+    assert answers == [State.PENDING_APPROVAL] and len(refused) == 3
+    assert prod.event_types(promotion.id) == ["ApprovalRequested"]
 
 
-def test_deploy_waits_for_long_running_steps_and_finishes_on_later_calls(store, registry, clock):
-    deployer = FakeDeployer(polls_per_step=1)
-    promotion, _ = request(store, registry, clock)
-    approve(store, promotion, clock)
-    states = [deploy(store, registry, deployer, promotion.id, clock).state for _ in range(3)]
-    assert states == [State.DEPLOYING, State.DEPLOYING, State.DEPLOYED]
-    done = store.get(promotion.id)
-    assert done.deployment["endpoint"] == "churn-prod" and done.deployment["deployment"] == "churn-v3"
-    assert done.deployment["model_uri"] == uri(REF)
-    assert done.deployment["tags"]["promotion.approved_by"] == CAROL.name
-    assert done.deployment["tags"]["promotion.source_model"] == "churn:3"
-    assert [entry.action for entry in done.history] == ["requested", "approved", "deploying", "deployed"]
-    assert deployer.endpoints["churn-prod"]["traffic"] == {"churn-v3": 100}
+# --- expiry ----------------------------------------------------------------------------------------
 
 
-def test_repeated_jobs_never_create_a_second_deployment(store, registry, clock):
-    deployer = FakeDeployer()
-    promotion, _ = request(store, registry, clock)
-    approve(store, promotion, clock)
-    for _ in range(3):
-        assert deploy(store, registry, deployer, promotion.id, clock).state is State.DEPLOYED
-    assert deployer.created_deployments == ["churn-v3"]
-    assert len(store.get(promotion.id).history) == 4
+def test_a_request_past_its_ttl_cannot_be_approved_and_expires(prod, store, clock):
+    prod.rules = replace(RULES, approval_ttl_hours=0.01)  # 36 seconds
+    promotion = prod.request(REF, ALICE)
+    prod.approve(promotion.id, CAROL)
+    clock.advance(seconds=37)
+    with pytest.raises(service.Conflict, match="expired.*approval_ttl_hours"):
+        prod.approve(promotion.id, ERIN)
+    stored = store.get(promotion.id)
+    assert stored.state is State.EXPIRED and len(stored.approvals) == 1
+    assert prod.event_types(promotion.id) == ["ApprovalRequested", "Expired"]
+    expired = prod.events(promotion.id)[-1]
+    assert expired.data["state"] == "expired" and expired.data["promotion_id"] == promotion.id
+    with pytest.raises(service.Conflict):
+        prod.reject(promotion.id, ERIN)
 
 
-def test_the_new_deployment_shares_traffic_with_the_previous_live_one(store, registry, clock):
-    deployer = FakeDeployer()
-    deployer.endpoints["churn-prod"] = {"deployments": {"churn-v2": {"tags": {}}}, "traffic": {"churn-v2": 100}}
-    promotion, _ = request(store, registry, clock)
-    approve(store, promotion, clock)
-    deploy(store, registry, deployer, promotion.id, clock)
-    assert deployer.endpoints["churn-prod"]["traffic"] == {"churn-v2": 75, "churn-v3": 25}
+def test_a_request_within_its_ttl_can_be_approved(prod, clock):
+    prod.rules = replace(RULES, approval_ttl_hours=0.01)
+    promotion = prod.request(REF, ALICE)
+    clock.advance(seconds=30)
+    prod.approve(promotion.id, CAROL)
+    assert prod.approve(promotion.id, ERIN).state is State.APPROVED
 
 
-def test_a_failed_deployment_is_recorded_with_its_error(store, registry, clock):
-    deployer = FakeDeployer(fail_deployment_with="quota exceeded for Standard_F4s_v2")
-    promotion, _ = request(store, registry, clock)
-    approve(store, promotion, clock)
-    failed = deploy(store, registry, deployer, promotion.id, clock)
-    assert failed.state is State.FAILED and failed.error == "quota exceeded for Standard_F4s_v2"
-    assert failed.history[-1].detail == {"error": "quota exceeded for Standard_F4s_v2"}
+def test_expire_stale_requests_expires_only_old_ones(prod, store, registry, clock):
+    prod.rules = replace(RULES, approval_ttl_hours=1)
+    old = prod.request(REF, ALICE)
+    clock.advance(minutes=45)
+    young = prod.request(ModelRef("triton", "1"), ALICE)
+    clock.advance(minutes=16)
+    expired = service.expire_stale_requests(rules=prod.rules, store=store, source="test-app", clock=clock)
+    assert [p.id for p in expired] == [old.id]
+    assert store.get(old.id).state is State.EXPIRED and store.get(young.id).state is State.PENDING_APPROVAL
+    assert prod.event_types(old.id) == ["ApprovalRequested", "Expired"]
+    # running it again changes nothing
+    assert service.expire_stale_requests(rules=prod.rules, store=store, source="test-app", clock=clock) == []
+    assert prod.event_types(old.id) == ["ApprovalRequested", "Expired"]
 
 
-def test_a_model_removed_from_the_registry_fails_the_deployment(store, registry, clock):
-    promotion, _ = request(store, registry, clock)
-    approve(store, promotion, clock)
-    registry.models.clear()
-    failed = deploy(store, registry, FakeDeployer(), promotion.id, clock)
-    assert failed.state is State.FAILED and "no longer in the registry" in failed.error
+def test_after_expiry_a_new_request_for_the_version_is_allowed(prod, store, clock):
+    prod.rules = replace(RULES, approval_ttl_hours=1)
+    old = prod.request(REF, ALICE)
+    clock.advance(hours=2)
+    service.expire_stale_requests(rules=prod.rules, store=store, source="test-app", clock=clock)
+    fresh = prod.request(REF, ALICE)
+    assert fresh.id != old.id and fresh.state is State.PENDING_APPROVAL
 
 
-def test_an_abandoned_job_fails_the_promotion_but_not_a_finished_one(store, registry, clock):
-    promotion, _ = request(store, registry, clock)
-    approve(store, promotion, clock)
-    failed = service.fail_abandoned_job(promotion.id, store=store, reason="poisoned", clock=clock)
-    assert failed.state is State.FAILED and failed.error == "poisoned"
-    assert service.fail_abandoned_job(promotion.id, store=store, reason="again", clock=clock).error == "poisoned"
+def test_a_request_replaces_an_overdue_one_the_timer_has_not_expired_yet(prod, store, clock):
+    prod.rules = replace(RULES, approval_ttl_hours=1)
+    old = prod.request(REF, ALICE)
+    clock.advance(hours=2)
+    fresh, created = service.request_promotion(
+        REF,
+        reason="again",
+        caller=BOB,
+        registry=prod.registry,
+        store=store,
+        rules=prod.rules,
+        source="test-app",
+        clock=clock,
+    )
+    assert created and fresh.id != old.id
+    assert store.get(old.id).state is State.EXPIRED
+    assert prod.event_types() == ["ApprovalRequested", "Expired", "ApprovalRequested"]
 
 
-def test_the_timer_advances_only_in_flight_deployments(store, registry, clock):
-    deployer = FakeDeployer(polls_per_step=1)
-    promotion, _ = request(store, registry, clock)
-    approve(store, promotion, clock)
-    deploy(store, registry, deployer, promotion.id, clock)
-    ports = dict(registry=registry, deployer=deployer, rules=RULES, registry_model_uri=uri, clock=clock)
-    assert [p.state for p in service.advance_in_flight(store=store, **ports)] == [State.DEPLOYING]
-    assert [p.state for p in service.advance_in_flight(store=store, **ports)] == [State.DEPLOYED]
-    assert service.advance_in_flight(store=store, **ports) == []
-
-
-@pytest.mark.parametrize(
-    "text, expected",
-    [
-        ("churn-prod", "churn-prod"),
-        ("Credit_Default.v2-prod", "credit-default-v2-prod"),
-        ("7up-prod", "m-7up-prod"),
-        ("a", "a-ep"),
-        ("x" * 40 + "-prod", None),
-    ],
-)
-def test_online_names_are_valid_for_azure(text, expected):
-    name = service.online_name(text)
-    assert 3 <= len(name) <= 32 and name[0].isalpha() and set(name) <= set("abcdefghijklmnopqrstuvwxyz0123456789-")
-    if expected:
-        assert name == expected
-    else:
-        assert name != service.online_name("x" * 41 + "-prod")
+def test_policy_durations_accept_fractions():
+    production = Policy.from_document(
+        {"production": {"approval_ttl_hours": 0.5, "deploy_timeout_minutes": 0.25, "job_grace_minutes": 1.5}}
+    ).production
+    assert production.approval_ttl.total_seconds() == 1800
+    assert production.deploy_timeout.total_seconds() == 15
+    assert production.job_grace.total_seconds() == 90

@@ -1,22 +1,32 @@
-from dataclasses import replace
+"""The event handler's half of staging -> registry: `propagate` decides, starts the copy and returns at once."""
+
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import pytest
 
 from promotion import service
+from promotion.adapters.sqlite import SqlitePromotionStore
 from promotion.domain import (
     LINEAGE_EVENT_ID,
     LINEAGE_POLICY_DIGEST,
     LINEAGE_SOURCE_MODEL,
     LINEAGE_SOURCE_WORKSPACE,
+    CopyState,
+    EventType,
     ModelRef,
     ModelVersion,
     Outcome,
 )
 from promotion.events import MODEL_REGISTERED
 from promotion.policy import Policy, PolicyError
-from tests.unit.fakes import FakeRegistry, FakeWorkspace, InMemoryPromotionStore
+from promotion.ports import CopyRefused
+from promotion.service.copies import advance_registry_copies
+from tests.unit.fakes import FakeClock, FakeRegistry, FakeWorkspace, stored_decisions
 
 STAGING = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/staging"
+SOURCE = "test-app"
 POLICY = Policy.from_document(
     {
         "share_to_registry": {
@@ -29,6 +39,7 @@ REF = ModelRef("churn", "3")
 GOOD = ModelVersion(
     REF, "mlflow_model", {"stage": "candidate", "accuracy": "0.9"}, {"run": "r1"}, "a churn model", "/m"
 )
+OURS = {LINEAGE_SOURCE_WORKSPACE: STAGING, LINEAGE_SOURCE_MODEL: "churn:3", LINEAGE_EVENT_ID: "e-0"}
 
 
 def event(event_id="e-1", topic=STAGING, **data):
@@ -41,149 +52,364 @@ def event(event_id="e-1", topic=STAGING, **data):
     }
 
 
+@dataclass
+class World:
+    staging: FakeWorkspace
+    registry: FakeRegistry
+    store: SqlitePromotionStore
+    clock: FakeClock
+    database: Path
+
+    def deliver(self, raw, policy=POLICY, load_policy=None):
+        return service.propagate(
+            raw,
+            staging_workspace_id=STAGING,
+            staging=self.staging,
+            registry=self.registry,
+            load_policy=load_policy or (lambda: policy),
+            store=self.store,
+            source=SOURCE,
+            clock=self.clock,
+        )
+
+    def advance_copies(self):
+        return advance_registry_copies(registry=self.registry, store=self.store, source=SOURCE, clock=self.clock)
+
+    def decisions(self):
+        return [(d.event_id, d.outcome) for d in self.store.decisions(REF)]
+
+    def finish_copies(self):
+        """Run the timer until no copy is under way (the fake copy needs a status read or two)."""
+        for _ in range(5):
+            self.advance_copies()
+        assert not self.store.copies(state=CopyState.COPYING)
+
+
 @pytest.fixture
-def world():
-    return FakeWorkspace(GOOD), FakeRegistry(), InMemoryPromotionStore()
+def world(tmp_path):
+    database = tmp_path / "p.sqlite3"
+    return World(FakeWorkspace(GOOD), FakeRegistry(), SqlitePromotionStore(database), FakeClock(), database)
 
 
-def propagate(world, raw, policy=POLICY):
-    staging, registry, store = world
-    return service.propagate(
-        raw, staging_workspace_id=STAGING, staging=staging, registry=registry, load_policy=lambda: policy, store=store
+# --- a qualifying model: the copy starts, and the handler returns -----------------------------------
+
+
+def test_a_qualifying_model_starts_a_copy_claimed_in_the_store_and_never_polls(world):
+    decision = world.deliver(event())
+    assert decision.outcome is Outcome.COPY_STARTED and decision.policy_digest == POLICY.digest
+    copy = world.store.copy(REF)
+    assert copy.state is CopyState.COPYING and copy.operation is not None and copy.cause == "e-1"
+    assert copy.model_type == "mlflow_model" and copy.tags == GOOD.tags and copy.description == "a churn model"
+    assert copy.lineage.source_workspace == STAGING and copy.lineage.policy_digest == POLICY.digest
+    assert world.decisions() == [("e-1", Outcome.COPY_STARTED)]
+    # the handler started the copy and returned: no status poll, and the registry does not hold it yet
+    assert world.registry.calls["copy_status"] == 0 and REF not in world.registry.models
+    assert [c.model.ref for c in world.registry.in_flight()] == [REF]
+    assert world.store.events() == []  # nothing to report until the copy ends
+
+
+def test_a_new_qualifying_model_costs_three_requests(world):
+    world.deliver(event())
+    assert world.registry.calls == {"get": 1, "start_copy": 1}
+    assert world.staging.calls == {"get": 1}
+
+
+def test_a_non_qualifying_model_costs_two_requests_and_is_recorded_with_every_failed_rule(world):
+    world.staging.models[REF] = replace(GOOD, tags={"stage": "archived"})
+    decision = world.deliver(event())
+    assert decision.outcome is Outcome.NOT_QUALIFIED
+    assert decision.reasons == (
+        "require_tags: tag 'stage' is 'archived', needs 'candidate'",
+        "thresholds[0]: tag 'accuracy' is missing (needs >= 0.8)",
     )
+    assert world.registry.requests + world.staging.requests == 2
+    assert world.decisions() == [("e-1", Outcome.NOT_QUALIFIED)] and world.store.copy(REF) is None
 
 
-def test_a_qualifying_model_is_copied_with_its_metadata_and_lineage(world):
-    decision = propagate(world, event())
-    _, registry, store = world
-    assert decision.outcome is Outcome.COPIED
-    copied = registry.models[REF]
-    assert (
-        copied.type == "mlflow_model" and copied.description == "a churn model" and copied.properties == {"run": "r1"}
-    )
-    assert copied.tags["stage"] == "candidate"
-    assert copied.tags[LINEAGE_SOURCE_MODEL] == "churn:3"
-    assert copied.tags[LINEAGE_EVENT_ID] == "e-1"
-    assert copied.tags[LINEAGE_POLICY_DIGEST] == POLICY.digest
-    assert store.decisions(REF) == [decision]
+def test_a_duplicate_of_a_copied_model_costs_one_request(world):
+    world.deliver(event("e-1"))
+    world.finish_copies()
+    world.registry.reset_counts()
+    world.staging.reset_counts()
+    again = world.deliver(event("e-2"))
+    assert again.outcome is Outcome.ALREADY_IN_REGISTRY
+    assert world.registry.requests == 1 and world.staging.requests == 0
+    attempt = world.store.copy(REF).attempt
+    assert world.decisions() == [
+        ("e-1", Outcome.COPY_STARTED),
+        (f"copy:{attempt}", Outcome.COPIED),
+        ("e-2", Outcome.ALREADY_IN_REGISTRY),
+    ]
 
 
 def test_the_model_is_re_read_from_staging_not_trusted_from_the_event(world):
-    staging, registry, _ = world
-    staging.models[REF] = replace(GOOD, tags={"stage": "archived", "accuracy": "0.9"})
-    decision = propagate(world, event(ModelTags={"stage": "candidate"}))
+    world.staging.models[REF] = replace(GOOD, tags={"stage": "archived", "accuracy": "0.9"})
+    decision = world.deliver(event(ModelTags={"stage": "candidate", "accuracy": "0.9"}))
     assert decision.outcome is Outcome.NOT_QUALIFIED
     assert decision.reasons == ("require_tags: tag 'stage' is 'archived', needs 'candidate'",)
-    assert REF not in registry.models
+    assert world.registry.calls["start_copy"] == 0 and world.store.copy(REF) is None
 
 
-def test_duplicates_and_replays_end_with_one_copy_and_cost_one_read(world):
-    staging, registry, store = world
-    propagate(world, event("e-1"))
-    reads_before = staging.reads + registry.reads
-    again = propagate(world, event("e-1"))
-    replay = propagate(world, event("e-2"))
-    assert again.outcome is replay.outcome is Outcome.ALREADY_IN_REGISTRY
-    assert registry.copies == 1
-    assert staging.reads + registry.reads - reads_before == 2  # one registry read per duplicate, no staging read
-    assert [d.event_id for d in store.decisions(REF)] == ["e-1", "e-2"]  # the redelivery of e-1 is recorded once
+# --- redeliveries and concurrency ------------------------------------------------------------------
 
 
-def test_losing_a_copy_race_is_success(world):
-    _, registry, _ = world
-    winner = replace(GOOD, tags={**GOOD.tags, LINEAGE_SOURCE_WORKSPACE: STAGING, LINEAGE_SOURCE_MODEL: "churn:3"})
-    registry.copied_by_someone_else_first = winner
-    decision = propagate(world, event())
-    assert decision.outcome is Outcome.ALREADY_IN_REGISTRY
-    assert registry.models[REF] == winner and registry.copies == 0
+def test_a_redelivery_while_copying_starts_nothing_and_keeps_the_winners_decision(world):
+    first = world.deliver(event("e-1"))
+    again = world.deliver(event("e-1"))  # Event Grid redelivers the same event
+    other = world.deliver(event("e-2"))  # another event for the same version
+    assert first.outcome is Outcome.COPY_STARTED
+    assert again.outcome is other.outcome is Outcome.COPY_IN_PROGRESS
+    assert world.registry.calls["start_copy"] == 1
+    # the same event id keeps its copy_started; only the other event records copy_in_progress
+    assert sorted(world.decisions()) == [("e-1", Outcome.COPY_STARTED), ("e-2", Outcome.COPY_IN_PROGRESS)]
+    assert world.store.copy(REF).cause == "e-1"
 
 
-def test_a_race_winner_that_stopped_before_tagging_gets_its_lineage(world):
-    _, registry, _ = world
-    registry.copied_by_someone_else_first = replace(GOOD, tags={})
-    decision = propagate(world, event())
-    assert decision.outcome is Outcome.COPIED and "without lineage tags" in decision.reasons[0]
-    assert registry.models[REF].tags[LINEAGE_EVENT_ID] == "e-1" and registry.copies == 0
+def test_a_redelivery_while_copying_costs_one_request(world):
+    world.deliver(event("e-1"))
+    world.registry.reset_counts()
+    world.staging.reset_counts()
+    world.deliver(event("e-2"))
+    assert world.registry.requests == 1 and world.staging.requests == 0
 
 
-def test_an_untagged_registry_copy_is_completed_on_the_next_event(world):
-    _, registry, _ = world
-    registry.models[REF] = replace(GOOD, tags={"stage": "candidate"})
-    decision = propagate(world, event("e-9"))
-    assert decision.outcome is Outcome.COPIED
-    assert registry.models[REF].tags[LINEAGE_EVENT_ID] == "e-9" and registry.copies == 0
-    assert propagate(world, event("e-10")).outcome is Outcome.ALREADY_IN_REGISTRY
+@pytest.mark.parametrize("event_ids", [["e-1"] * 8, [f"e-{n}" for n in range(8)]], ids=["same-event", "many-events"])
+def test_concurrent_deliveries_start_exactly_one_copy(world, event_ids):
+    barrier = threading.Barrier(len(event_ids))
+    outcomes, errors = [], []
+
+    def deliver(event_id):
+        barrier.wait()
+        try:
+            outcomes.append((event_id, world.deliver(event(event_id)).outcome))
+        except Exception as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=deliver, args=(event_id,)) for event_id in event_ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert world.registry.calls["start_copy"] == 1 and len(world.registry.operations) == 1
+    copy = world.store.copy(REF)
+    assert copy.state is CopyState.COPYING
+    recorded = dict(world.decisions())
+    # the event that made the copy says so, whatever its duplicates answered
+    assert recorded[copy.cause] is Outcome.COPY_STARTED
+    assert [outcome for _, outcome in outcomes].count(Outcome.COPY_STARTED) == 1
+    assert all(outcome is Outcome.COPY_IN_PROGRESS for event_id, outcome in recorded.items() if event_id != copy.cause)
+    assert set(recorded) == set(event_ids)
 
 
-def test_events_from_another_workspace_are_refused_and_not_recorded(world):
-    _, registry, store = world
-    decision = propagate(world, event(topic=STAGING.replace("staging", "prod")))
+# --- failures of the copy --------------------------------------------------------------------------
+
+
+def test_a_failed_copy_is_retried_by_a_new_event(world):
+    world.registry.fail_copies_with = "UserError: the storage account refused the copy"
+    world.deliver(event("e-1"))
+    world.finish_copies()
+    failed = world.store.copy(REF)
+    assert failed.state is CopyState.COPY_FAILED
+    world.registry.fail_copies_with = None
+    retried = world.deliver(event("e-2"))
+    assert retried.outcome is Outcome.COPY_STARTED
+    copy = world.store.copy(REF)
+    assert copy.state is CopyState.COPYING and copy.cause == "e-2" and copy.attempt != failed.attempt
+    assert world.registry.calls["start_copy"] == 2
+    world.finish_copies()
+    assert world.store.copy(REF).state is CopyState.COPIED
+    assert world.registry.models[REF].tags[LINEAGE_EVENT_ID] == "e-2"
+
+
+@pytest.mark.parametrize("error", [ConnectionError("reset by peer"), RuntimeError("HTTP 503 Service Unavailable")])
+def test_a_transient_start_error_releases_the_claim_and_raises(world, error):
+    world.registry.start_error = error
+    with pytest.raises(type(error)):
+        world.deliver(event("e-1"))
+    assert world.store.copy(REF) is None and world.decisions() == []
+    # Event Grid redelivers; the copy can start then
+    world.registry.start_error = None
+    assert world.deliver(event("e-1")).outcome is Outcome.COPY_STARTED
+    assert world.decisions() == [("e-1", Outcome.COPY_STARTED)]
+
+
+def test_a_transient_start_error_on_a_retry_puts_the_failed_copy_back(world):
+    world.registry.fail_copies_with = "the import failed"
+    world.deliver(event("e-1"))
+    world.finish_copies()
+    failed = world.store.copy(REF)
+    world.registry.start_error = ConnectionError("reset by peer")
+    with pytest.raises(ConnectionError):
+        world.deliver(event("e-2"))
+    restored = world.store.copy(REF)
+    assert restored.state is CopyState.COPY_FAILED and restored.attempt == failed.attempt
+    assert restored.error == "the import failed" and restored.cause == "e-1"
+    assert ("e-2", Outcome.COPY_STARTED) not in world.decisions()
+    # and the failed copy can still be retried
+    world.registry.start_error = world.registry.fail_copies_with = None
+    assert world.deliver(event("e-3")).outcome is Outcome.COPY_STARTED
+
+
+def test_a_refused_copy_is_recorded_as_failed_with_a_lifecycle_event(world):
+    world.registry.start_error = CopyRefused("(InvalidName) the registry refuses the name")
+    decision = world.deliver(event("e-1"))
+    assert decision.outcome is Outcome.COPY_FAILED and decision.reasons == (
+        "(InvalidName) the registry refuses the name",
+    )
+    copy = world.store.copy(REF)
+    assert copy.state is CopyState.COPY_FAILED and copy.error == "(InvalidName) the registry refuses the name"
+    assert world.decisions() == [("e-1", Outcome.COPY_FAILED)]
+    [reported] = world.store.events()
+    assert reported.type is EventType.REGISTRY_COPY_FAILED and reported.model == REF
+    assert reported.data["reason"] == "(InvalidName) the registry refuses the name"
+    assert reported.data["promotion_id"] is None and reported.data["state"] == "copy_failed"
+    assert reported.data["model"] == {"name": "churn", "version": "3"}
+
+
+# --- what the registry holds already --------------------------------------------------------------
+
+
+def test_a_copy_that_landed_meanwhile_is_claimed_and_tagged_by_the_timer(world):
+    world.registry.appears_on_start = replace(GOOD, tags={}, description=None)  # someone else's untagged copy
+    decision = world.deliver(event("e-1"))
+    assert decision.outcome is Outcome.COPY_STARTED and "meanwhile" in decision.reasons[0]
+    copy = world.store.copy(REF)
+    assert copy.state is CopyState.COPYING and copy.operation is None
+    world.advance_copies()
+    assert world.store.copy(REF).state is CopyState.COPIED
+    tagged = world.registry.models[REF]
+    assert tagged.tags[LINEAGE_EVENT_ID] == "e-1" and tagged.tags["stage"] == "candidate"
+    assert tagged.description == "a churn model"
+    assert world.registry.calls["copy_status"] == 0  # there was no operation to ask about
+
+
+def test_an_untagged_registry_version_of_the_same_type_is_tagged_by_the_timer(world):
+    by_hand = replace(GOOD, tags={"uploaded": "by hand"}, properties={"run": "r0"}, path="registry/by-hand")
+    world.registry.models[REF] = by_hand
+    decision = world.deliver(event("e-9"))
+    assert decision.outcome is Outcome.COPY_STARTED and "without lineage tags" in decision.reasons[0]
+    assert world.registry.calls["start_copy"] == 0 and world.store.copy(REF).operation is None
+    world.advance_copies()
+    held = world.registry.models[REF]
+    assert world.store.copy(REF).state is CopyState.COPIED
+    assert held.tags[LINEAGE_EVENT_ID] == "e-9" and held.tags[LINEAGE_POLICY_DIGEST] == POLICY.digest
+    assert held.tags["uploaded"] == "by hand" and held.tags["stage"] == "candidate"
+    assert (held.properties, held.path) == (by_hand.properties, by_hand.path)  # content untouched
+    assert world.deliver(event("e-10")).outcome is Outcome.ALREADY_IN_REGISTRY
+
+
+def test_an_untagged_registry_version_of_another_type_is_a_conflict_left_untouched(world):
+    world.registry.models[REF] = replace(GOOD, type="custom_model", tags={"uploaded": "by hand"})
+    decision = world.deliver(event())
+    assert decision.outcome is Outcome.REGISTRY_CONFLICT and "as a custom_model" in decision.reasons[0]
+    assert world.registry.models[REF].tags == {"uploaded": "by hand"}
+    assert world.store.copy(REF) is None and world.decisions() == [("e-1", Outcome.REGISTRY_CONFLICT)]
+
+
+def test_a_registry_version_copied_from_another_workspace_is_a_conflict_left_untouched(world):
+    elsewhere = {**OURS, LINEAGE_SOURCE_WORKSPACE: STAGING.replace("staging", "other")}
+    world.registry.models[REF] = replace(GOOD, tags=elsewhere)
+    decision = world.deliver(event())
+    assert decision.outcome is Outcome.REGISTRY_CONFLICT and "workspaces/other" in decision.reasons[0]
+    assert world.registry.models[REF].tags == elsewhere
+    assert world.registry.requests == 1 and world.staging.requests == 0
+    assert world.store.copy(REF) is None and world.decisions() == [("e-1", Outcome.REGISTRY_CONFLICT)]
+
+
+def test_a_registry_version_copied_from_another_model_is_a_conflict(world):
+    world.registry.models[REF] = replace(GOOD, tags={**OURS, LINEAGE_SOURCE_MODEL: "attrition:3"})
+    decision = world.deliver(event())
+    assert decision.outcome is Outcome.REGISTRY_CONFLICT and "attrition:3" in decision.reasons[0]
+
+
+def test_a_copied_version_deleted_from_the_registry_is_a_conflict(world):
+    world.deliver(event("e-1"))
+    world.finish_copies()
+    del world.registry.models[REF]
+    decision = world.deliver(event("e-2"))
+    assert decision.outcome is Outcome.REGISTRY_CONFLICT and "no longer holds it" in decision.reasons[0]
+    assert world.registry.calls["start_copy"] == 1
+
+
+# --- events that are refused or ignored ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        STAGING.replace("staging", "prod"),
+        STAGING.replace("workspaces", "wor\u212aspaces"),  # KELVIN SIGN lower-cases to "k" in Unicode
+    ],
+    ids=["other-workspace", "kelvin-sign"],
+)
+def test_events_from_another_source_are_refused_and_not_recorded(world, topic):
+    decision = world.deliver(event(topic=topic))
     assert decision.outcome is Outcome.REFUSED_SOURCE
-    assert registry.reads == 0 and not registry.models and not store.recorded
+    assert world.registry.requests == world.staging.requests == 0
+    assert stored_decisions(world.database) == [] and world.store.copy(REF) is None
 
 
-def test_topic_comparison_ignores_case(world):
-    assert propagate(world, event(topic=STAGING.upper())).outcome is Outcome.COPIED
+def test_topic_comparison_ignores_ascii_case_and_a_trailing_slash(world):
+    assert world.deliver(event("e-1", topic=STAGING.upper() + "/")).outcome is Outcome.COPY_STARTED
+
+
+@pytest.mark.parametrize(
+    "raw, outcome",
+    [
+        ({"id": "x", "eventType": MODEL_REGISTERED, "topic": STAGING, "data": {"ModelName": "a/b", "ModelVersion": 1}},
+         Outcome.MALFORMED),
+        ({"id": "x", "eventType": MODEL_REGISTERED, "topic": STAGING, "data": "churn:3"}, Outcome.MALFORMED),
+        ({"eventType": MODEL_REGISTERED, "topic": STAGING, "data": {}}, Outcome.MALFORMED),
+        (["not", "an", "object"], Outcome.MALFORMED),
+        ({"id": "y", "eventType": "Microsoft.MachineLearningServices.RunCompleted", "data": {}},
+         Outcome.IGNORED_EVENT_TYPE),
+    ],
+)  # fmt: skip
+def test_malformed_and_foreign_events_are_acknowledged_without_reads_or_records(world, raw, outcome):
+    assert world.deliver(raw).outcome is outcome
+    assert world.registry.requests == world.staging.requests == 0
+    assert stored_decisions(world.database) == []
 
 
 def test_a_model_gone_from_staging_is_a_permanent_outcome(world):
-    staging, registry, _ = world
-    staging.models.clear()
-    assert propagate(world, event()).outcome is Outcome.NOT_IN_STAGING
-    assert not registry.models
+    world.staging.models.clear()
+    decision = world.deliver(event())
+    assert decision.outcome is Outcome.NOT_IN_STAGING
+    assert world.decisions() == [("e-1", Outcome.NOT_IN_STAGING)] and world.store.copy(REF) is None
 
 
-def test_malformed_and_foreign_events_are_acknowledged_without_reads(world):
-    staging, registry, store = world
-    malformed = propagate(
-        world,
-        {"id": "x", "eventType": MODEL_REGISTERED, "topic": STAGING, "data": {"ModelName": "a/b", "ModelVersion": 1}},
-    )
-    other = propagate(world, {"id": "y", "eventType": "Microsoft.MachineLearningServices.RunCompleted", "data": {}})
-    assert malformed.outcome is Outcome.MALFORMED and "invalid model name" in malformed.reasons[0]
-    assert other.outcome is Outcome.IGNORED_EVENT_TYPE
-    assert staging.reads == registry.reads == 0 and not store.recorded
+# --- faults that Event Grid should retry -----------------------------------------------------------
 
 
-def test_a_registry_version_copied_from_elsewhere_is_left_alone(world):
-    _, registry, _ = world
-    elsewhere = {LINEAGE_SOURCE_WORKSPACE: STAGING.replace("staging", "other"), LINEAGE_SOURCE_MODEL: "churn:3"}
-    registry.models[REF] = replace(GOOD, tags=elsewhere)
-    decision = propagate(world, event())
-    assert decision.outcome is Outcome.REGISTRY_CONFLICT and "workspaces/other" in decision.reasons[0]
-    assert registry.models[REF].tags == elsewhere
+class Throttled(Exception):
+    status_code = 429
 
 
-def test_an_untagged_registry_version_of_another_type_is_left_alone(world):
-    _, registry, _ = world
-    registry.models[REF] = replace(GOOD, type="custom_model", tags={"uploaded": "by hand"})
-    decision = propagate(world, event())
-    assert decision.outcome is Outcome.REGISTRY_CONFLICT and "as a custom_model" in decision.reasons[0]
-    assert registry.models[REF].tags == {"uploaded": "by hand"}
-
-
-def test_transient_faults_raise_so_event_grid_redelivers(world):
-    staging, registry, store = world
-
-    class Throttled(Exception):
-        status_code = 429
-
-    def throttled(ref):
-        raise Throttled("429 Too Many Requests")
-
-    registry.get = throttled
+@pytest.mark.parametrize("port", ["registry", "staging"])
+def test_transient_faults_raise_so_event_grid_redelivers(world, port):
+    getattr(world, port).get_error = Throttled("429 Too Many Requests")
     with pytest.raises(Throttled):
-        propagate(world, event())
-    assert not store.recorded
+        world.deliver(event())
+    assert stored_decisions(world.database) == [] and world.store.copy(REF) is None
+    assert world.registry.calls["start_copy"] == 0
 
 
 def test_a_broken_policy_raises_so_the_event_waits_for_a_fix(world):
     def broken():
         raise PolicyError("promotion-policy.json: not valid JSON")
 
-    staging, registry, store = world
     with pytest.raises(PolicyError):
-        service.propagate(
-            event(), staging_workspace_id=STAGING, staging=staging, registry=registry, load_policy=broken, store=store
-        )
-    assert not registry.models
+        world.deliver(event(), load_policy=broken)
+    assert world.registry.calls["start_copy"] == 0 and world.store.copy(REF) is None
+    assert stored_decisions(world.database) == []
+
+
+def test_an_event_id_past_table_key_limits_is_handled_and_recorded(world):
+    long_id = "a/b#c?d\\" * 300  # 2.7 KiB, with every character Table keys forbid
+    decision = world.deliver(event(long_id))
+    assert decision.outcome is Outcome.COPY_STARTED
+    assert world.store.copy(REF).cause == long_id
+    assert world.decisions() == [(long_id, Outcome.COPY_STARTED)]
+    assert world.deliver(event(long_id)).outcome is Outcome.COPY_IN_PROGRESS
+    assert world.decisions() == [(long_id, Outcome.COPY_STARTED)]

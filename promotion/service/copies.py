@@ -1,0 +1,184 @@
+"""Finishing registry copies: the timer's half of staging -> registry.
+
+Every minute, each copy under way is asked how it is going (one status read). A finished copy gets its lineage
+tags (one read and one write of the registry version: 3 requests in all) and is recorded `copied`; a failed one,
+or one that runs past the timeout, is recorded `copy_failed` with the reason. Each copy is handled on its own,
+and a run that races another run on another instance changes nothing more: the store takes one of them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from promotion import logs
+from promotion.domain import (
+    CopyState,
+    Decision,
+    EventType,
+    Lineage,
+    ModelVersion,
+    Outcome,
+    RegistryCopy,
+    now,
+)
+from promotion.ports import CopyProgress, PromotionStore, RegistryModels, StaleRevision
+from promotion.redaction import capped, redacted
+from promotion.service.common import Clock
+from promotion.service.lifecycle import copy_event
+from promotion.service.propagation import foreign_source
+
+log = logging.getLogger("promotion")
+
+ACTOR = "advance_registry_copies"
+DEFAULT_TIMEOUT = timedelta(minutes=120)
+# A copy claimed without an operation has either found an untagged registry version (tagged at the next run) or
+# has not been started yet: its starter has this long to start it before the claim counts as abandoned.
+START_GRACE = timedelta(minutes=5)
+
+
+class RegistryConflict(Exception):
+    """The registry holds the version, but not as the copy we started: it is left untouched."""
+
+
+@dataclass(frozen=True)
+class CopyRun:
+    copying: int = 0
+    copied: int = 0
+    failed: int = 0
+    errors: int = 0
+
+
+def advance_registry_copies(
+    *,
+    registry: RegistryModels,
+    store: PromotionStore,
+    source: str,
+    timeout: timedelta = DEFAULT_TIMEOUT,
+    clock: Clock = now,
+) -> CopyRun:
+    """Take every copy under way one step further. One copy's failure never stops the others."""
+    counts = {"copying": 0, "copied": 0, "failed": 0, "errors": 0}
+    for copy in store.copies(state=CopyState.COPYING):
+        with logs.fields(model=copy.model, event_id=copy.cause):
+            try:
+                state = advance_copy(copy, registry=registry, store=store, source=source, timeout=timeout, clock=clock)
+            except Exception:
+                log.exception("the copy of %s could not be advanced; it is tried again at the next run", copy.model)
+                counts["errors"] += 1
+                continue
+        counts[{CopyState.COPYING: "copying", CopyState.COPIED: "copied", CopyState.COPY_FAILED: "failed"}[state]] += 1
+    return CopyRun(**counts)
+
+
+def advance_copy(
+    copy: RegistryCopy,
+    *,
+    registry: RegistryModels,
+    store: PromotionStore,
+    source: str,
+    timeout: timedelta = DEFAULT_TIMEOUT,
+    clock: Clock = now,
+) -> CopyState:
+    """One step of one copy: at most 3 registry requests (status, then the version's read and write).
+
+    A copy past its timeout fails even when Azure cannot be asked (a lasting outage, throttling), so that no
+    version stays `copying`, and so closed to events and reconcile, for good.
+    """
+    at = clock()
+    try:
+        return _step(copy, registry, store, source, timeout, at)
+    except Exception as error:
+        if at - copy.started_at <= timeout:
+            raise
+        reason = f"{_too_old(timeout)}; the last attempt to ask Azure failed: {type(error).__name__}: {error}"
+        return _finish(store, copy, CopyState.COPY_FAILED, at, source, capped(redacted(reason)))
+
+
+def _step(
+    copy: RegistryCopy, registry: RegistryModels, store: PromotionStore, source: str, timeout: timedelta, at: datetime
+) -> CopyState:
+    if copy.operation is not None:
+        status = registry.copy_status(copy.operation)
+        if status.progress is CopyProgress.FAILED:
+            return _finish(store, copy, CopyState.COPY_FAILED, at, source, status.message or "the copy failed")
+        if status.progress is CopyProgress.RUNNING:
+            return _unless_too_old(store, copy, at, source, timeout)
+
+    try:
+        tagged = registry.tag(copy.model, copy.registry_tags, copy.description, check=_ours(copy))
+    except RegistryConflict as conflict:
+        return _finish(store, copy, CopyState.COPY_FAILED, at, source, str(conflict))
+    if tagged is None:
+        if copy.operation is not None:  # the operation said it succeeded, so the version is on its way
+            return _unless_too_old(store, copy, at, source, timeout)
+        if at - copy.started_at > START_GRACE:
+            reason = "the copy was never started (the instance that claimed it stopped first); it is tried again"
+            return _finish(store, copy, CopyState.COPY_FAILED, at, source, reason)
+        return CopyState.COPYING
+    return _finish(store, copy, CopyState.COPIED, at, source)
+
+
+def _ours(copy: RegistryCopy) -> Callable[[ModelVersion], None]:
+    """What the registry version must be before it gets our lineage: of the source's type, and untagged or
+    tagged as this copy of this staging version."""
+
+    def check(held: ModelVersion) -> None:
+        if held.type != copy.model_type:
+            raise RegistryConflict(
+                f"the registry holds {copy.model} as a {held.type}, but staging has a {copy.model_type}; left untouched"
+            )
+        tagged = Lineage.is_tagged(held.tags)
+        other = foreign_source(held.tags, copy.model, copy.lineage.source_workspace) if tagged else None
+        if other:
+            raise RegistryConflict(f"the registry holds {copy.model} as a copy of {other}; left untouched")
+
+    return check
+
+
+def _unless_too_old(
+    store: PromotionStore, copy: RegistryCopy, at: datetime, source: str, timeout: timedelta
+) -> CopyState:
+    if at - copy.started_at <= timeout:
+        return CopyState.COPYING
+    return _finish(store, copy, CopyState.COPY_FAILED, at, source, _too_old(timeout))
+
+
+def _too_old(timeout: timedelta) -> str:
+    minutes = round(timeout.total_seconds() / 60, 2)
+    return f"the copy did not finish within {minutes:g} minutes (PROMOTION_COPY_TIMEOUT_MINUTES)"
+
+
+def _finish(
+    store: PromotionStore, copy: RegistryCopy, state: CopyState, at: datetime, source: str, error: str | None = None
+) -> CopyState:
+    done = copy.finished(state, at, error)
+    if state is CopyState.COPIED:
+        outcome, reasons = Outcome.COPIED, (f"copied into the registry as {copy.model}, with lineage",)
+        event = copy_event(
+            EventType.COPIED_TO_REGISTRY,
+            done,
+            actor=ACTOR,
+            source=source,
+            lineage=copy.lineage.as_tags(),
+            policy_digest=copy.lineage.policy_digest,
+        )
+    else:
+        outcome, reasons = Outcome.COPY_FAILED, (error or "the copy failed",)
+        event = copy_event(EventType.REGISTRY_COPY_FAILED, done, actor=ACTOR, source=source, reason=error)
+    decision = Decision(f"copy:{copy.attempt}", copy.model, outcome, reasons, copy.lineage.policy_digest, at)
+    try:
+        store.save_copy(done, decision=decision, events=[event])
+    except StaleRevision:
+        log.info("the copy of %s was finished by another run", copy.model)
+        return state
+    log.log(
+        logging.INFO if state is CopyState.COPIED else logging.WARNING,
+        "the copy of %s is %s%s",
+        copy.model,
+        state.value,
+        f": {error}" if error else "",
+    )
+    return state

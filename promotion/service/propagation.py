@@ -1,0 +1,220 @@
+"""Staging -> registry: a ModelRegistered event (or a reconcile finding) becomes a registry copy, if the policy
+admits the model.
+
+The event handler must answer Event Grid within 30 seconds, and a copy of a large model takes minutes, so
+the handler only starts the copy (at most 3 Azure ML requests: registry read, staging read, start) and
+records it; `copies.advance_registry_copies` finishes it.
+
+Error policy: an outcome that redelivery cannot change (a malformed event, a refused source, a model gone
+from staging, a policy refusal) is returned as a Decision; anything else raises, so Event Grid redelivers
+with backoff (a throttled registry, a broken policy file, missing permissions that an operator can fix
+within the event's 24 hours).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from promotion import events, logs
+from promotion.domain import (
+    LINEAGE_SOURCE_MODEL,
+    LINEAGE_SOURCE_WORKSPACE,
+    CopyState,
+    Decision,
+    EventType,
+    Lineage,
+    ModelRef,
+    ModelVersion,
+    Outcome,
+    RegistryCopy,
+    now,
+)
+from promotion.policy import Policy
+from promotion.ports import AlreadyExists, CopyClaimed, CopyRefused, PromotionStore, RegistryModels, WorkspaceModels
+from promotion.service.common import Clock
+from promotion.service.lifecycle import copy_event
+
+log = logging.getLogger("promotion")
+ACTOR = "on_model_registered"
+
+_UNREAD: Any = object()  # a model not read yet, as opposed to one read and found missing (None)
+
+
+def propagate(
+    raw_event: Mapping[str, Any],
+    *,
+    staging_workspace_id: str,
+    staging: WorkspaceModels,
+    registry: RegistryModels,
+    load_policy: Callable[[], Policy],
+    store: PromotionStore,
+    source: str,
+    clock: Clock = now,
+) -> Decision:
+    """Handle one ModelRegistered event: start copying the model into the registry if the policy admits it."""
+    try:
+        event = events.parse(raw_event)
+    except events.MalformedEvent as error:
+        event_id = raw_event.get("id") if isinstance(raw_event, Mapping) else None
+        return _logged(Decision(str(event_id), None, Outcome.MALFORMED, (str(error),)))
+    with logs.fields(event_id=event.event_id, model=getattr(event, "model", None)):
+        if isinstance(event, events.OtherEvent):
+            return _logged(Decision(event.event_id, None, Outcome.IGNORED_EVENT_TYPE, (event.event_type,)))
+        if not events.same_resource(event.topic, staging_workspace_id):
+            # Not recorded: an event from an untrusted source must not write to our store.
+            reason = f"topic {event.topic} is not the staging workspace {staging_workspace_id}"
+            return _logged(Decision(event.event_id, event.model, Outcome.REFUSED_SOURCE, (reason,)))
+
+        decision = consider(
+            event.model,
+            cause=event.event_id,
+            staging_workspace_id=staging_workspace_id,
+            staging=staging,
+            registry=registry,
+            policy=load_policy,
+            store=store,
+            source=source,
+            actor=ACTOR,
+            clock=clock,
+        )
+        # A started copy recorded its decision with the copy, in one transaction.
+        recorded = decision.outcome is Outcome.COPY_STARTED or _redelivered_while_copying(decision, store)
+        if not recorded and not store.record_decision(decision):
+            log.info("event %s was already recorded; this is a redelivery", event.event_id)
+        return _logged(decision)
+
+
+def _redelivered_while_copying(decision: Decision, store: PromotionStore) -> bool:
+    """A redelivery of the very event whose copy is under way: that event's decision says `copy_started` (or
+    is about to), and a concurrent duplicate must not take its place."""
+    if decision.outcome is not Outcome.COPY_IN_PROGRESS or decision.model is None:
+        return False
+    copy = store.copy(decision.model)
+    return copy is not None and copy.cause == decision.event_id
+
+
+def consider(
+    ref: ModelRef,
+    *,
+    cause: str,
+    staging_workspace_id: str,
+    staging: WorkspaceModels,
+    registry: RegistryModels,
+    policy: Callable[[], Policy],
+    store: PromotionStore,
+    source: str,
+    actor: str,
+    clock: Clock = now,
+    held: ModelVersion | None = _UNREAD,
+    staged: ModelVersion | None = _UNREAD,
+) -> Decision:
+    """Decide about one staging model version, and start its copy when the policy admits it.
+
+    `held` (the registry's version) and `staged` may be passed when the caller has read them already, as the
+    reconcile sweep has; otherwise they are read here, the registry first, so that a duplicate event costs one
+    read and nothing more. Only a started copy is recorded here; the caller records other decisions if it wants.
+    """
+
+    def decided(outcome: Outcome, *reasons: str, digest: str | None = None) -> Decision:
+        return Decision(cause, ref, outcome, reasons, digest, clock())
+
+    if held is _UNREAD:
+        held = registry.get(ref)
+    if held is not None and Lineage.is_tagged(held.tags):
+        return _tagged_copy_decision(held.tags, ref, staging_workspace_id, decided)
+
+    in_flight = store.copy(ref)
+    if in_flight is not None and in_flight.state is CopyState.COPYING:
+        return decided(Outcome.COPY_IN_PROGRESS, f"the copy started by {in_flight.cause} is under way")
+    if in_flight is not None and in_flight.state is CopyState.COPIED and held is None:
+        reason = f"{ref} was copied by {in_flight.cause}, but the registry no longer holds it (deleted?)"
+        return decided(Outcome.REGISTRY_CONFLICT, reason)
+
+    # The event may be stale or replayed: staging is the source of truth, not the event's tags.
+    if staged is _UNREAD:
+        staged = staging.get(ref)
+    if staged is None:
+        return decided(Outcome.NOT_IN_STAGING, f"model {ref} is not in the staging workspace")
+
+    verdict = policy().evaluate(staged)
+    if not verdict.qualifies:
+        return decided(Outcome.NOT_QUALIFIED, *verdict.failed_rules, digest=verdict.policy_digest)
+    if held is not None and held.type != staged.type:
+        reason = f"the registry holds {ref} as a {held.type}, but staging has a {staged.type}; left untouched"
+        return decided(Outcome.REGISTRY_CONFLICT, reason, digest=verdict.policy_digest)
+
+    at = clock()
+    attempt = RegistryCopy(
+        model=ref,
+        attempt=str(uuid.uuid4()),
+        state=CopyState.COPYING,
+        model_type=staged.type,
+        lineage=Lineage(staging_workspace_id, ref, cause, verdict.policy_digest),
+        tags=dict(staged.tags),
+        description=staged.description,
+        started_at=at,
+        updated_at=at,
+    )
+    failed_before = in_flight if in_flight is not None and in_flight.state is CopyState.COPY_FAILED else None
+    try:
+        claimed = store.claim_copy(attempt, replacing=failed_before)
+    except CopyClaimed as other:
+        return decided(Outcome.COPY_IN_PROGRESS, f"the copy started by {other.existing.cause} is under way")
+
+    if held is not None:
+        # An untagged registry version of the same type, such as a copy shared by hand: it qualifies, so the
+        # timer gives it the lineage it is missing. Nothing is copied.
+        operation, reason = None, f"the registry holds {ref} without lineage tags; they are added next"
+    else:
+        try:
+            operation, reason = registry.start_copy(staged), f"copying {ref} into the registry"
+        except AlreadyExists:
+            # Copied by someone else since we looked: the timer checks what the registry holds before tagging it.
+            operation, reason = None, f"the registry received {ref} meanwhile; checking it before adding lineage"
+        except CopyRefused as refused:
+            failed = claimed.finished(CopyState.COPY_FAILED, clock(), str(refused))
+            decision = decided(Outcome.COPY_FAILED, str(refused), digest=verdict.policy_digest)
+            event = copy_event(EventType.REGISTRY_COPY_FAILED, failed, actor=actor, source=source, reason=str(refused))
+            store.save_copy(failed, decision=decision, events=[event])
+            return decision
+        except BaseException:
+            store.release_copy(claimed, previous=failed_before)
+            raise
+    decision = decided(Outcome.COPY_STARTED, reason, digest=verdict.policy_digest)
+    store.save_copy(replace(claimed, operation=operation), decision=decision)
+    return decision
+
+
+def _tagged_copy_decision(
+    tags: Mapping[str, str], ref: ModelRef, staging_workspace_id: str, decided: Callable[..., Decision]
+) -> Decision:
+    other = foreign_source(tags, ref, staging_workspace_id)
+    if other is None:
+        return decided(Outcome.ALREADY_IN_REGISTRY, f"the registry already holds {ref}")
+    return decided(Outcome.REGISTRY_CONFLICT, f"the registry holds {ref} as a copy of {other}; left untouched")
+
+
+def foreign_source(tags: Mapping[str, str], ref: ModelRef, staging_workspace_id: str) -> str | None:
+    """None when lineage-tagged registry tags say "a copy of `ref` from the staging workspace", else what they
+    name instead."""
+    workspace, model = tags[LINEAGE_SOURCE_WORKSPACE], tags.get(LINEAGE_SOURCE_MODEL)
+    if events.same_resource(workspace, staging_workspace_id) and model == str(ref):
+        return None
+    return f"{model} of {workspace}"
+
+
+def _logged(decision: Decision) -> Decision:
+    worth_a_warning = {Outcome.MALFORMED, Outcome.REFUSED_SOURCE, Outcome.REGISTRY_CONFLICT}
+    log.log(
+        logging.WARNING if decision.outcome in worth_a_warning else logging.INFO,
+        "event %s for %s: %s%s",
+        decision.event_id,
+        decision.model or "-",
+        decision.outcome.value,
+        "".join(f"\n  - {reason}" for reason in decision.reasons),
+    )
+    return decision
