@@ -33,7 +33,7 @@ from promotion.ports import (
     Progress,
 )
 from promotion.redaction import capped, redacted
-from promotion.settings import Settings
+from promotion.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from azure.ai.ml import MLClient
@@ -215,9 +215,10 @@ class Arm:
                 match = re.search(r"/resourceGroups/([^/]+)/", item.get("id", ""), re.IGNORECASE)
                 if match:
                     return match[1]
-        raise LookupError(
-            f"registry {registry} is not in subscription {subscription_id} (or the identity may not read it); "
-            "set REGISTRY_RESOURCE_GROUP (and REGISTRY_SUBSCRIPTION_ID if it lives elsewhere)"
+        raise SettingsError(
+            "setting REGISTRY_NAME names no registry the app's identity can see in its subscription: set "
+            "REGISTRY_RESOURCE_GROUP (and REGISTRY_SUBSCRIPTION_ID if the registry lives in another subscription), "
+            "or give the identity Reader on the registry"
         )
 
 

@@ -3,12 +3,14 @@
 Several processes (the Functions host may run more than one worker) and threads share the file, so:
 WAL (readers never block the writer), a busy timeout (writers queue instead of failing), every write
 in `BEGIN IMMEDIATE` (the write lock is taken before the first read, so a check-then-write such as
-"is another promotion open?" cannot interleave with another writer), and a connection per call (a
-sqlite3 connection must not be shared across threads, and a short-lived one never outlives a fork).
+"is another promotion open?" cannot interleave with another writer), and a connection per thread and
+process (a sqlite3 connection must not be shared across threads, nor used in a child after a fork; opening one
+per call cost more than the queries).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -98,6 +100,7 @@ class SqlitePromotionStore:
         self._timeout = timeout_seconds
         self._ready = False
         self._ready_lock = threading.Lock()
+        self._connections = threading.local()
 
     def add(self, promotion: Promotion, events: Sequence[LifecycleEvent] = ()) -> Promotion:
         record = records.promotion_record(promotion)
@@ -281,7 +284,7 @@ class SqlitePromotionStore:
     def _transaction(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
         try:
             self._ensure_schema()
-            db = self._connect()
+            db = self._connection()
         except sqlite3.OperationalError as error:
             raise _unavailable(error) from error
         try:
@@ -294,7 +297,13 @@ class SqlitePromotionStore:
         finally:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            db.close()
+
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's connection, opened on first use (and again in a forked child: the parent's is not ours)."""
+        local = self._connections
+        if getattr(local, "pid", None) != os.getpid():
+            local.db, local.pid = self._connect(), os.getpid()
+        return local.db
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves instead of sqlite3's implicit transactions.

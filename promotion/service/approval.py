@@ -317,14 +317,12 @@ def advance_rollback(
         back = promotion.move(State.DEPLOYED, actor=ROLLBACK_ACTOR, at=at, detail={"rollback_failed": str(refused)})
         return saved_or_current(store, back, [])
     done = promotion.move(State.ROLLED_BACK, actor=ROLLBACK_ACTOR, at=clock(), detail={"traffic": target})
-    comment = next(
-        (e.detail.get("comment") for e in reversed(done.history) if e.action == State.ROLLING_BACK.value), None
-    )
+    asked = next(entry for entry in reversed(done.history) if entry.action == State.ROLLING_BACK.value)
     event = promotion_event(
         EventType.ROLLED_BACK,
         done,
-        actor=ROLLBACK_ACTOR,
-        comment=comment,
+        actor=asked.actor,  # who rolled back, not the timer that saw it through
+        comment=asked.detail.get("comment"),
         source=source,
         endpoint=endpoint,
         traffic=target,

@@ -42,6 +42,8 @@ log = logging.getLogger("promotion")
 ACTOR = "on_model_registered"
 
 _UNREAD: Any = object()  # a model not read yet, as opposed to one read and found missing (None)
+# Outcomes consider() records itself, in the same transaction as the copy they concern.
+RECORDED_WITH_THE_COPY = frozenset({Outcome.COPY_STARTED, Outcome.COPY_FAILED})
 
 
 def propagate(
@@ -81,8 +83,7 @@ def propagate(
             actor=ACTOR,
             clock=clock,
         )
-        # A started copy recorded its decision with the copy, in one transaction.
-        recorded = decision.outcome is Outcome.COPY_STARTED or _redelivered_while_copying(decision, store)
+        recorded = decision.outcome in RECORDED_WITH_THE_COPY or _redelivered_while_copying(decision, store)
         if not recorded and not store.record_decision(decision):
             log.info("event %s was already recorded; this is a redelivery", event.event_id)
         return _logged(decision)
@@ -116,7 +117,8 @@ def consider(
 
     `held` (the registry's version) and `staged` may be passed when the caller has read them already, as the
     reconcile sweep has; otherwise they are read here, the registry first, so that a duplicate event costs one
-    read and nothing more. Only a started copy is recorded here; the caller records other decisions if it wants.
+    read and nothing more. Outcomes about a copy (RECORDED_WITH_THE_COPY) are recorded here with it; the caller
+    records other decisions if it wants.
     """
 
     def decided(outcome: Outcome, *reasons: str, digest: str | None = None) -> Decision:
@@ -176,10 +178,14 @@ def consider(
             # Copied by someone else since we looked: the timer checks what the registry holds before tagging it.
             operation, reason = None, f"the registry received {ref} meanwhile; checking it before adding lineage"
         except CopyRefused as refused:
-            failed = claimed.finished(CopyState.COPY_FAILED, clock(), str(refused))
-            decision = decided(Outcome.COPY_FAILED, str(refused), digest=verdict.policy_digest)
-            event = copy_event(EventType.REGISTRY_COPY_FAILED, failed, actor=actor, source=source, reason=str(refused))
-            store.save_copy(failed, decision=decision, events=[event])
+            reason = str(refused)
+            failed = claimed.finished(CopyState.COPY_FAILED, clock(), reason)
+            decision = decided(Outcome.COPY_FAILED, reason, digest=verdict.policy_digest)
+            # Each reconcile tries a refused copy again (the cause, say a permission, may be fixed by then); the
+            # same refusal once more is recorded, but it is no news to publish.
+            news = failed_before is None or failed_before.error != reason
+            event = copy_event(EventType.REGISTRY_COPY_FAILED, failed, actor=actor, source=source, reason=reason)
+            store.save_copy(failed, decision=decision, events=[event] if news else [])
             return decision
         except BaseException:
             store.release_copy(claimed, previous=failed_before)

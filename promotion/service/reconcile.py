@@ -150,6 +150,8 @@ def _act(
         report.not_qualified[key] = list(decision.reasons)
     elif outcome is Outcome.ALREADY_IN_REGISTRY:
         report.already_in_registry.append(key)
+    elif outcome is Outcome.COPY_FAILED:
+        report.errors[key] = "; ".join(decision.reasons)  # the registry refused the copy for good
     else:
         report.conflicts[key] = "; ".join(decision.reasons)
 

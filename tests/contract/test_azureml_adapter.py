@@ -24,10 +24,9 @@ from promotion.ports import (
     DeploymentPlan,
     Progress,
 )
-from promotion.settings import Settings
+from promotion.settings import Settings, SettingsError
 from tests.fakes.fixtures import AZUREML_ENV
 
-pytest_plugins = ["tests.fakes.fixtures"]
 # azure-ai-ml builds its marshmallow schemas on first use, each with a deprecation warning that is not ours.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:marshmallow.*")
 
@@ -215,8 +214,9 @@ def test_an_unknown_registry_says_which_settings_to_check(fake_azureml):
     settings = Settings.from_env({**AZUREML_ENV, "REGISTRY_NAME": "no-such-registry"})
     backend = AzureMLBackend(settings, retry_total=0)
 
-    with pytest.raises(LookupError, match="REGISTRY_RESOURCE_GROUP"):
+    with pytest.raises(SettingsError, match="REGISTRY_RESOURCE_GROUP") as raised:
         backend.registry.get(CREDIT)
+    assert "no-such-registry" not in str(raised.value) and AZUREML_ENV["AZURE_SUBSCRIPTION_ID"] not in str(raised.value)
 
 
 @pytest.mark.parametrize("spelling", ["MLFlowModel", "mlflow_model", "TritonModel", "custom_model"])

@@ -267,6 +267,27 @@ def test_a_refused_copy_is_recorded_as_failed_with_a_lifecycle_event(world):
     assert reported.data["model"] == {"name": "churn", "version": "3"}
 
 
+def test_a_refused_copy_is_recorded_once_and_logged_as_a_decision_not_a_redelivery(world, caplog):
+    world.registry.start_error = CopyRefused("(InvalidName) the registry refuses the name")
+    with caplog.at_level("INFO", logger="promotion"):
+        world.deliver(event("e-1"))
+    assert "redelivery" not in caplog.text
+    assert world.decisions() == [("e-1", Outcome.COPY_FAILED)]
+
+
+def test_the_same_refusal_again_is_recorded_but_not_published_again(world):
+    refusal = "(InvalidName) the registry refuses the name"
+    world.registry.start_error = CopyRefused(refusal)
+    world.deliver(event("e-1"))
+    world.deliver(event("e-2"))  # the next event, or the next reconcile: the refusal repeats
+    assert world.decisions() == [("e-1", Outcome.COPY_FAILED), ("e-2", Outcome.COPY_FAILED)]
+    assert [e.type for e in world.store.events()] == [EventType.REGISTRY_COPY_FAILED]
+
+    world.registry.start_error = CopyRefused("(AuthorizationFailed) no publish permission")
+    world.deliver(event("e-3"))  # a new reason is news
+    assert [e.data["reason"] for e in world.store.events()] == [refusal, "(AuthorizationFailed) no publish permission"]
+
+
 # --- what the registry holds already --------------------------------------------------------------
 
 

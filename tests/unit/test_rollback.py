@@ -64,6 +64,7 @@ def test_an_approver_rolls_back_to_the_deployment_live_before(prod, deployer, v1
     event = prod.events(v2.id)[-1]
     assert event.data["endpoint"] == "churn-prod" and event.data["traffic"] == {"churn-v1": 100}
     assert event.data["state"] == "rolled_back" and event.data["comment"] == "p99 latency doubled"
+    assert event.data["actor"] == DAVE.name  # who rolled back, not the timer
     assert prod.event_types(v2.id).count("RolledBack") == 1
 
 

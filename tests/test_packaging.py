@@ -1,0 +1,62 @@
+"""The project installs as a package with a `promotion` command, and `make` refuses a Python older than 3.10."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_promotion_console_script_is_installed_and_runs():
+    [script] = [entry for entry in entry_points(group="console_scripts") if entry.name == "promotion"]
+    assert script.value == "promotion.cli:main"
+    command = Path(sys.executable).with_name("promotion")
+    assert command.exists(), "run `pip install -e .` (make does)"
+    result = subprocess.run([str(command), "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "policy" in result.stdout and "reconcile" in result.stdout
+
+
+def test_the_package_declares_its_python_and_its_dependencies_once():
+    from importlib.metadata import metadata, requires
+
+    assert metadata("azureml-model-promotion")["Requires-Python"] == ">=3.10"
+
+    def normalised(text: str) -> tuple[str, frozenset[str], str]:
+        requirement, _, marker = text.partition(";")
+        name, *specifiers = re.split(r"(?=[<>=!~])", requirement.strip(), maxsplit=1)
+        return name, frozenset("".join(specifiers).replace(" ", "").split(",")), marker.replace(" ", "")
+
+    declared = {normalised(line) for line in requires("azureml-model-promotion") or []}
+    listed = {
+        normalised(line)
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert declared == listed  # pyproject reads requirements.txt: one list, what Azure installs
+
+
+def test_make_refuses_a_python_older_than_3_10(tmp_path):
+    old_python = tmp_path / "python3.9"
+    old_python.write_text("#!/bin/sh\n# stands in for Python 3.9: the version check fails\nexit 1\n")
+    old_python.chmod(0o755)
+
+    result = subprocess.run(
+        ["make", "-C", str(ROOT), "check-python", f"PYTHON={old_python}"], capture_output=True, text=True, timeout=60
+    )
+
+    assert result.returncode != 0
+    assert "is not Python 3.10 or newer" in result.stderr
+    assert not (tmp_path / ".venv").exists()
+
+
+def test_make_accepts_this_python():
+    assert shutil.which("make")
+    result = subprocess.run(
+        ["make", "-C", str(ROOT), "check-python", f"PYTHON={sys.executable}"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
