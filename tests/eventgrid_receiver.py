@@ -169,9 +169,12 @@ class EventGridReceiver:
                 receiver._open.wait(timeout=60)
                 if receiver._server is None:
                     return  # went down while this request hung: no answer, as from a dead host
+                # Event Grid answers a JSON object; a namespace topic's client parses it.
                 self.send_response(status)
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", "2")
                 self.end_headers()
+                self.wfile.write(b"{}")
 
             def log_message(self, *args: Any) -> None:
                 pass  # keep the test output clean

@@ -357,3 +357,22 @@ def test_function_app_does_not_import_azure_eventgrid():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_a_namespace_topic_gets_the_same_events_at_its_publish_path(local_app, eventgrid_receiver, monkeypatch):
+    namespace = f"http://{eventgrid_receiver.host}:{eventgrid_receiver.port}"
+    monkeypatch.setenv("PROMOTION_EVENTS_ENDPOINT", namespace)
+    monkeypatch.setenv("PROMOTION_EVENTS_KEY", KEY)
+    monkeypatch.setenv("PROMOTION_EVENTS_NAMESPACE_TOPIC", "promotions")
+    local_app.reset()
+    share(local_app, REF, event_id="event-1")
+
+    status, created = request_promotion()
+
+    assert status == 201
+    requests = eventgrid_receiver.requests
+    assert {r.path for r in requests} == {"/topics/promotions:publish?api-version=2024-06-01"}
+    assert {r.headers["authorization"] for r in requests} == {f"SharedAccessKey {KEY}"}
+    types = [event["type"] for r in requests for event in r.events]
+    assert types == ["ModelPromotion.CopiedToRegistry", "ModelPromotion.ApprovalRequested"]
+    assert requests[-1].events[-1]["data"]["promotion_id"] == created["id"]
