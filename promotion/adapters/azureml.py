@@ -305,7 +305,8 @@ class RegistryModels:
             return CopyStatus(CopyProgress.SUCCEEDED)
         if status in ("failed", "canceled", "cancelled"):
             error = document.get("error") or {}
-            return CopyStatus(CopyProgress.FAILED, error.get("message") or f"the copy ended {status}")
+            message = str(error.get("message") or f"the copy ended {status}")
+            return CopyStatus(CopyProgress.FAILED, capped(redacted(message)))
         return CopyStatus(CopyProgress.RUNNING)
 
     def tag(

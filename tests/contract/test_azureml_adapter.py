@@ -716,3 +716,16 @@ def test_production_may_live_in_another_subscription(fake_azureml):
 
     assert fake_azureml.requests and all(f"/subscriptions/{other}/" in r.url for r in fake_azureml.requests)
     assert settings.production_workspace_id.startswith(f"/subscriptions/{other}/")
+
+
+def test_a_failure_message_is_capped_and_redacted_before_it_is_kept(fake_azureml, azureml_backend):
+    fake_azureml.publish_async_operation = True
+    fake_azureml.publish_polls = 0
+    fake_azureml.publish_outcome = "Failed"
+    fake_azureml.publish_error = "x" * 100_000 + " read with sig=c2VjcmV0c2lnbmF0dXJl&se=2030 and failed"
+    handle = azureml_backend.registry.start_copy(staged(fake_azureml, azureml_backend))
+
+    status = azureml_backend.registry.copy_status(handle)
+
+    assert len(status.message) <= 4096 and status.message.endswith("and failed")
+    assert "c2VjcmV0c2lnbmF0dXJl" not in status.message
