@@ -9,6 +9,9 @@ from __future__ import annotations
 import re
 
 MAX_KEPT = 4096  # characters of outside text kept in one stored field
+# Redaction reads at most this much of the end of a text: the patterns stay linear, and a multi-megabyte log costs
+# no more than this. Only the last MAX_KEPT characters are kept anyway.
+_READ = 16 * MAX_KEPT
 
 _SECRETS = [
     # SAS signatures and other signed query parameters
@@ -23,7 +26,7 @@ _SECRETS = [
     # value is the missing key a scoring script failed on
     (
         re.compile(
-            r"(?i)([\"']?[\w.-]*(?:key|secret|password|passwd|token|credential)(?:s|_?id|_?value)?[\"']?\s*[:=]\s*)"
+            r"(?i)([\"']?[\w.-]{0,40}(?:key|secret|password|passwd|token|credential)(?:s|_?id|_?value)?[\"']?\s*[:=]\s*)"
             r"([\"']?)[^\s\"',;}]{6,}\2"
         ),
         r"\1\2[redacted]\2",
@@ -32,6 +35,11 @@ _SECRETS = [
     (re.compile(r"\b[A-Za-z0-9+/]{40,}={0,2}"), "[redacted-key]"),
     (re.compile(r"\b[0-9a-fA-F]{40,}\b"), "[redacted-key]"),
 ]
+
+
+def kept(text: str) -> str:
+    """Outside text as it may be stored: its end, with secrets redacted, at most MAX_KEPT characters."""
+    return capped(redacted(text[-_READ:]))
 
 
 def redacted(text: str) -> str:

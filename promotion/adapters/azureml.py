@@ -32,7 +32,7 @@ from promotion.ports import (
     EndpointState,
     Progress,
 )
-from promotion.redaction import capped, redacted
+from promotion.redaction import kept
 from promotion.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -306,7 +306,7 @@ class RegistryModels:
         if status in ("failed", "canceled", "cancelled"):
             error = document.get("error") or {}
             message = str(error.get("message") or f"the copy ended {status}")
-            return CopyStatus(CopyProgress.FAILED, capped(redacted(message)))
+            return CopyStatus(CopyProgress.FAILED, kept(message))
         return CopyStatus(CopyProgress.RUNNING)
 
     def tag(
@@ -433,7 +433,7 @@ class ProductionDeployer:
             logs = self._client.online_deployments.get_logs(plan.deployment, plan.endpoint, lines=FAILED_LOG_LINES)
         except AzureError:
             return ""  # the failure is already known; a missing log must not hide it
-        logs = capped(redacted(logs or "").strip())
+        logs = kept(logs or "").strip()
         return f"; container log:\n{logs}" if logs else ""
 
 
@@ -498,7 +498,7 @@ def _error_message(response: Any) -> str:
     except ValueError:
         error = {}
     message = error.get("message") or response.reason or "no message"
-    return capped(redacted(f"{error.get('code', '')}: {message}".lstrip(": ")))
+    return kept(f"{error.get('code', '')}: {message}".lstrip(": "))
 
 
 def _to_model_version(ref: ModelRef, body: Mapping[str, Any]) -> ModelVersion:
@@ -577,7 +577,7 @@ def _describe(error: Any) -> str:
     code = getattr(getattr(error, "error", None), "code", None)
     message = getattr(getattr(error, "error", None), "message", None) or error.message or str(error)
     text = f"{code}: {message}" if code and code not in message else message
-    return capped(redacted(f"({error.status_code}) {text}"))
+    return kept(f"({error.status_code}) {text}")
 
 
 def _start(begin: Callable[[], Any]) -> Progress:

@@ -25,7 +25,7 @@ from promotion.domain import (
     now,
 )
 from promotion.ports import CopyProgress, PromotionStore, RegistryModels, StaleRevision
-from promotion.redaction import capped, redacted
+from promotion.redaction import kept
 from promotion.service.common import Clock
 from promotion.service.lifecycle import copy_event
 from promotion.service.propagation import foreign_source
@@ -94,7 +94,7 @@ def advance_copy(
         if at - copy.started_at <= timeout:
             raise
         reason = f"{_too_old(timeout)}; the last attempt to ask Azure failed: {type(error).__name__}: {error}"
-        return _finish(store, copy, CopyState.COPY_FAILED, at, source, capped(redacted(reason)))
+        return _finish(store, copy, CopyState.COPY_FAILED, at, source, kept(reason))
 
 
 def _step(

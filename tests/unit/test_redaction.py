@@ -169,3 +169,23 @@ def test_capped_then_stored_stays_under_the_table_storage_property_limit():
     # 64 KiB per property, counted in UTF-16: the worst case is a character that takes two code units.
     kept = capped(redacted("🚀" * 50_000))
     assert len(kept.encode("utf-16-le")) < 64 * 1024
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x" * 200_000,  # one long word: a pattern that backtracks over it would take minutes
+        "key" * 70_000,
+        ("AccountKey=" + "a" * 30) * 5_000,
+        "line of an ordinary container log\n" * 30_000,
+    ],
+)
+def test_redaction_stays_fast_on_long_untrusted_text(text):
+    import time
+
+    from promotion.redaction import MAX_KEPT, kept
+
+    started = time.monotonic()
+    result = kept(text)
+    assert time.monotonic() - started < 2
+    assert len(result) <= MAX_KEPT
