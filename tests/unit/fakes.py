@@ -521,3 +521,25 @@ class Production:
 
     def event_types(self, promotion_id: str | None = None) -> list[str]:
         return [event.type.value.removeprefix("ModelPromotion.") for event in self.events(promotion_id)]
+
+
+def at_once(action: Callable[[Any], Any], inputs: Sequence[Any]) -> tuple[list[Any], list[Exception]]:
+    """Run `action` for every input on its own thread, all released together; what they returned, and what the
+    service refused (Conflict, ConcurrentChange). Anything else fails the test through the thread's error."""
+    barrier = threading.Barrier(len(inputs))
+    answers: list[Any] = []
+    refused: list[Exception] = []
+
+    def run(item: Any) -> None:
+        barrier.wait()
+        try:
+            answers.append(action(item))
+        except (service.Conflict, service.ConcurrentChange) as error:
+            refused.append(error)
+
+    threads = [threading.Thread(target=run, args=(item,)) for item in inputs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers, refused

@@ -8,7 +8,6 @@ from datetime import timedelta
 import pytest
 
 from promotion import service
-from promotion.adapters.sqlite import SqlitePromotionStore
 from promotion.domain import (
     LINEAGE_EVENT_ID,
     LINEAGE_POLICY_DIGEST,
@@ -25,7 +24,7 @@ from promotion.domain import (
 from promotion.events import MODEL_REGISTERED
 from promotion.policy import Policy
 from promotion.service.copies import START_GRACE, advance_registry_copies
-from tests.unit.fakes import FakeClock, FakeRegistry, FakeWorkspace
+from tests.unit.fakes import FakeRegistry, FakeWorkspace
 
 STAGING = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/staging"
 SOURCE = "test-app"
@@ -33,16 +32,6 @@ POLICY = Policy.from_document({"share_to_registry": {"require_tags": {"stage": "
 CHURN = ModelVersion(ModelRef("churn", "3"), "mlflow_model", {"stage": "candidate"}, {"run": "r1"}, "churn", "/c")
 FRAUD = ModelVersion(ModelRef("fraud", "7"), "triton_model", {"stage": "candidate"}, {"run": "r2"}, None, "/f")
 TAXI = ModelVersion(ModelRef("taxi", "1"), "custom_model", {"stage": "candidate"}, {}, "taxi", "/t")
-
-
-@pytest.fixture
-def clock():
-    return FakeClock()
-
-
-@pytest.fixture
-def store(tmp_path):
-    return SqlitePromotionStore(tmp_path / "p.sqlite3")
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from promotion.domain import (
 from promotion.identity import Principal
 from promotion.policy import ProductionRules
 from promotion.ports import DeploymentFailed, StaleRevision
-from tests.unit.fakes import FakeClock, FakeDeployer, FakeRegistry, Production, registry_uri
+from tests.unit.fakes import FakeDeployer, FakeRegistry, Production, registry_uri
 
 ALICE = Principal("alice@contoso.com", "11111111-0000-0000-0000-000000000000")
 CAROL = Principal("carol@contoso.com", "33333333-0000-0000-0000-000000000000")
@@ -34,11 +34,6 @@ def mlflow(name, version):
 
 
 CHURN_2, CHURN_3, FRAUD_7 = ModelRef("churn", "2"), ModelRef("churn", "3"), ModelRef("fraud", "7")
-
-
-@pytest.fixture
-def clock():
-    return FakeClock()
 
 
 @pytest.fixture

@@ -7,29 +7,18 @@ from datetime import timedelta
 import pytest
 
 from promotion import service
-from promotion.adapters.sqlite import SqlitePromotionStore
 from promotion.domain import LINEAGE_SOURCE_MODEL, EventType, ModelRef, ModelVersion, Promotion, State
 from promotion.events import MODEL_REGISTERED
 from promotion.identity import Principal
 from promotion.policy import Policy, ProductionRules
 from promotion.ports import StoreUnavailable
 from promotion.service.lifecycle import BATCH_SIZE, promotion_event
-from tests.unit.fakes import FakeClock, FakeDeployer, FakePublisher, FakeRegistry, FakeWorkspace, Production
+from tests.unit.fakes import FakeDeployer, FakePublisher, FakeRegistry, FakeWorkspace, Production
 
 ALICE = Principal("alice@contoso.com", "11111111-0000-0000-0000-000000000000")
 CAROL = Principal("carol@contoso.com", "33333333-0000-0000-0000-000000000000")
 RULES = ProductionRules(approvers=("carol@contoso.com",))
 STAGING = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/staging"
-
-
-@pytest.fixture
-def clock():
-    return FakeClock()
-
-
-@pytest.fixture
-def store(tmp_path):
-    return SqlitePromotionStore(tmp_path / "p.sqlite3")
 
 
 def fill_outbox(store, clock, count, name="churn"):

@@ -1,16 +1,14 @@
 """Production sharing requests: model types, N-of-M approvals, rejection and expiry."""
 
-import threading
 from dataclasses import replace
 
 import pytest
 
 from promotion import service
-from promotion.adapters.sqlite import SqlitePromotionStore
 from promotion.domain import EventType, ModelRef, ModelVersion, State
 from promotion.identity import Principal
 from promotion.policy import Policy, ProductionRules
-from tests.unit.fakes import FakeClock, FakeDeployer, FakeRegistry, Production
+from tests.unit.fakes import FakeDeployer, FakeRegistry, Production, at_once
 
 REF = ModelRef("churn", "3")
 IN_REGISTRY = ModelVersion(REF, "mlflow_model", {"promotion.source_model": "churn:3", "stage": "candidate"})
@@ -26,16 +24,6 @@ BOB = Principal("bob@contoso.com", "22222222-0000-0000-0000-000000000000")  # no
 CAROL = Principal("carol@contoso.com", "33333333-0000-0000-0000-000000000000")  # approver by name
 DAVE = Principal("dave@contoso.com", "44444444-0000-0000-0000-000000000000", APPROVER)  # approver by role
 ERIN = Principal("erin@contoso.com", ERIN_ID)  # approver by object id
-
-
-@pytest.fixture
-def clock():
-    return FakeClock()
-
-
-@pytest.fixture
-def store(tmp_path):
-    return SqlitePromotionStore(tmp_path / "p.sqlite3")
 
 
 @pytest.fixture
@@ -214,21 +202,7 @@ def test_racing_approvers_make_exactly_one_transition_to_approved(prod, store):
     approvers = [
         Principal(f"approver{n}@contoso.com", f"9999999{n}-0000-0000-0000-000000000000", APPROVER) for n in range(6)
     ]
-    barrier = threading.Barrier(len(approvers))
-    answers, errors = [], []
-
-    def approve(approver):
-        barrier.wait()
-        try:
-            answers.append(prod.approve(promotion.id, approver).state)
-        except (service.Conflict, service.ConcurrentChange) as refused:
-            errors.append(refused)
-
-    threads = [threading.Thread(target=approve, args=(approver,)) for approver in approvers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers, errors = at_once(lambda approver: prod.approve(promotion.id, approver).state, approvers)
     stored = store.get(promotion.id)
     assert stored.state is State.APPROVED and len(stored.approvals) == 2
     assert sorted(answers) == sorted([State.PENDING_APPROVAL, State.APPROVED])
@@ -239,21 +213,7 @@ def test_racing_approvers_make_exactly_one_transition_to_approved(prod, store):
 
 def test_the_same_approver_racing_with_itself_counts_once(prod, store):
     promotion = prod.request(REF, ALICE)
-    barrier = threading.Barrier(4)
-    answers, refused = [], []
-
-    def approve():
-        barrier.wait()
-        try:
-            answers.append(prod.approve(promotion.id, CAROL).state)
-        except (service.Conflict, service.ConcurrentChange) as error:
-            refused.append(error)
-
-    threads = [threading.Thread(target=approve) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers, refused = at_once(lambda caller: prod.approve(promotion.id, caller).state, [CAROL] * 4)
     stored = store.get(promotion.id)
     assert stored.state is State.PENDING_APPROVAL and [e.actor for e in stored.approvals] == [CAROL.name]
     assert answers == [State.PENDING_APPROVAL] and len(refused) == 3

@@ -18,7 +18,7 @@ from promotion.domain import (
 from promotion.events import MODEL_REGISTERED
 from promotion.policy import Policy
 from promotion.service.copies import advance_registry_copies
-from tests.unit.fakes import FakeClock, FakeRegistry, FakeWorkspace, stored_decisions
+from tests.unit.fakes import FakeRegistry, FakeWorkspace, stored_decisions
 
 STAGING = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/staging"
 SOURCE = "test-app"
@@ -49,11 +49,6 @@ CHURN_3 = model("churn", "3", {"stage": "archived", "accuracy": "0.5"})  # does 
 FRAUD_7 = model("fraud", "7")  # qualifies, missing
 TAXI_1 = model("taxi", "1")  # the registry holds it untagged: qualifies, gets its lineage
 WEIRD_1 = model("weird", "1")  # the registry holds another type under that name
-
-
-@pytest.fixture
-def clock():
-    return FakeClock()
 
 
 @pytest.fixture

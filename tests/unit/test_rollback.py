@@ -1,6 +1,5 @@
 """Rollback: an approver gives the endpoint's traffic back to what was live before a promotion took it."""
 
-import threading
 from dataclasses import replace
 
 import pytest
@@ -11,7 +10,7 @@ from promotion.domain import LINEAGE_SOURCE_MODEL, EventType, ModelRef, ModelVer
 from promotion.identity import Principal
 from promotion.policy import ProductionRules
 from promotion.ports import DeploymentFailed
-from tests.unit.fakes import FakeClock, FakeDeployer, FakeRegistry, FakeWorkspace, Production
+from tests.unit.fakes import FakeClock, FakeDeployer, FakeRegistry, FakeWorkspace, Production, at_once
 
 APPROVER = frozenset({"Promotion.Approver"})
 ALICE = Principal("alice@contoso.com", "11111111-0000-0000-0000-000000000000")  # requester, not an approver
@@ -208,21 +207,7 @@ def test_a_rollback_azure_refuses_after_it_started_goes_back_to_deployed(prod, d
 def test_two_approvers_rolling_back_at_once_roll_back_once(prod, deployer, v1_then_v2):
     _, v2 = v1_then_v2
     callers = [DAVE, CAROL, Principal("erin@contoso.com", "55555555-0000-0000-0000-000000000000", APPROVER)]
-    barrier = threading.Barrier(len(callers))
-    answers, refused = [], []
-
-    def roll_back(caller):
-        barrier.wait()
-        try:
-            answers.append(prod.rollback(v2.id, caller).state)
-        except (service.Conflict, service.ConcurrentChange) as error:
-            refused.append(error)
-
-    threads = [threading.Thread(target=roll_back, args=(caller,)) for caller in callers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers, refused = at_once(lambda caller: prod.rollback(v2.id, caller).state, callers)
     assert answers == [State.ROLLED_BACK] and len(refused) == 2
     stored = prod.store.get(v2.id)
     assert stored.state is State.ROLLED_BACK and [e.action for e in stored.history].count("rolling_back") == 1
