@@ -210,9 +210,9 @@ class Decision:
     event_id: str
     model: ModelRef | None
     outcome: Outcome
-    reasons: tuple[str, ...] = ()
-    policy_digest: str | None = None
-    decided_at: datetime = field(default_factory=lambda: now())
+    reasons: tuple[str, ...]
+    policy_digest: str | None
+    decided_at: datetime
 
     def to_json(self) -> dict[str, Any]:
         return {

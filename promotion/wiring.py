@@ -9,16 +9,20 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from promotion.domain import now
 from promotion.policy import Policy
 from promotion.ports import EventPublisher, PromotionStore
 from promotion.settings import Settings, SettingsError
 
 T = TypeVar("T")
+Clock = Callable[[], datetime]
 _lock = threading.RLock()
 _built: dict[str, Any] = {}
+_clock: Clock = now
 
 
 def _once(key: str, build: Callable[[], T]) -> T:
@@ -26,6 +30,19 @@ def _once(key: str, build: Callable[[], T]) -> T:
         if key not in _built:
             _built[key] = build()
         return _built[key]
+
+
+def clock() -> Clock:
+    """The time every use case is handed: the real clock, unless a test (or the demo) set another."""
+    return _clock
+
+
+def use_clock(replacement: Clock) -> Clock:
+    """Make `replacement` the clock of every use case from now on; returns the one it replaces."""
+    global _clock
+    with _lock:
+        previous, _clock = _clock, replacement
+    return previous
 
 
 def settings() -> Settings:
@@ -99,6 +116,7 @@ def deployment_ports() -> dict[str, Any]:
         "rules": policy().production,
         "registry_model_uri": current.registry_model_uri,
         "source": current.events_source,
+        "clock": clock(),
     }
 
 
@@ -110,6 +128,7 @@ def copy_ports() -> dict[str, Any]:
         "store": store(),
         "source": current.events_source,
         "timeout": current.copy_timeout,
+        "clock": clock(),
     }
 
 

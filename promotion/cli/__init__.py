@@ -189,6 +189,7 @@ def run_reconcile(args: argparse.Namespace) -> int:
         store=None if args.dry_run else wiring.store(),
         dry_run=args.dry_run,
         source=settings.events_source,
+        clock=wiring.clock(),
     )
     if args.json:
         _print_json(report.to_json())
@@ -250,7 +251,7 @@ def events_publish(args: argparse.Namespace) -> int:
     publisher = wiring.publisher()
     if publisher is None:
         raise CommandError("PROMOTION_EVENTS_ENDPOINT is not set: publishing is off (events are still recorded)")
-    report = service.publish_pending(wiring.store(), publisher)
+    report = service.publish_pending(wiring.store(), publisher, clock=wiring.clock())
     print(f"published {report.published} lifecycle events")
     if report.error:
         return _fail(f"then publishing stopped: {report.error}", 1)

@@ -20,7 +20,6 @@ from promotion.domain import (
     ModelRef,
     Promotion,
     State,
-    now,
 )
 from promotion.identity import Principal
 from promotion.policy import ProductionRules
@@ -72,7 +71,7 @@ def request_promotion(
     store: PromotionStore,
     rules: ProductionRules,
     source: str,
-    clock: Clock = now,
+    clock: Clock,
 ) -> tuple[Promotion, bool]:
     """Ask for production sharing. Returns the promotion and whether it is new (an open one is reused)."""
     model = registry.get(ref)
@@ -126,7 +125,7 @@ def approve(
     rules: ProductionRules,
     store: PromotionStore,
     source: str,
-    clock: Clock = now,
+    clock: Clock,
 ) -> Promotion:
     """Record one approval. The promotion becomes `approved` at the `required_approvals`-th distinct approver."""
 
@@ -162,7 +161,7 @@ def reject(
     rules: ProductionRules,
     store: PromotionStore,
     source: str,
-    clock: Clock = now,
+    clock: Clock,
 ) -> Promotion:
     """Any approver's rejection ends a pending request."""
 
@@ -203,7 +202,7 @@ def _change(
 
 
 def expire_stale_requests(
-    *, rules: ProductionRules, store: PromotionStore, source: str, clock: Clock = now
+    *, rules: ProductionRules, store: PromotionStore, source: str, clock: Clock
 ) -> list[Promotion]:
     """Expire every pending request older than production.approval_ttl_hours (run by the timer)."""
     expired = []
@@ -253,7 +252,7 @@ def rollback(
     store: PromotionStore,
     deployer: Deployer,
     source: str,
-    clock: Clock = now,
+    clock: Clock,
 ) -> Promotion:
     """Give the endpoint's traffic back to what was live before this promotion took it.
 
@@ -299,7 +298,7 @@ def advance_rollback(
     deployer: Deployer,
     source: str,
     timeout: timedelta | None = None,
-    clock: Clock = now,
+    clock: Clock,
 ) -> Promotion:
     """Move the traffic back, or see whether it has moved; `rolled_back` once it has. A rollback Azure refuses, or
     one still not applied after `timeout` (production.deploy_timeout_minutes), leaves the promotion `deployed`."""

@@ -22,7 +22,6 @@ from promotion.domain import (
     ModelVersion,
     Outcome,
     RegistryCopy,
-    now,
 )
 from promotion.ports import CopyProgress, PromotionStore, RegistryModels, StaleRevision
 from promotion.redaction import kept
@@ -57,7 +56,7 @@ def advance_registry_copies(
     store: PromotionStore,
     source: str,
     timeout: timedelta = DEFAULT_TIMEOUT,
-    clock: Clock = now,
+    clock: Clock,
 ) -> CopyRun:
     """Take every copy under way one step further. One copy's failure never stops the others."""
     counts = {"copying": 0, "copied": 0, "failed": 0, "errors": 0}
@@ -80,7 +79,7 @@ def advance_copy(
     store: PromotionStore,
     source: str,
     timeout: timedelta = DEFAULT_TIMEOUT,
-    clock: Clock = now,
+    clock: Clock,
 ) -> CopyState:
     """One step of one copy: at most 3 registry requests (status, then the version's read and write).
 

@@ -29,7 +29,6 @@ from promotion.domain import (
     State,
     deployment_name,
     isoformat,
-    now,
     online_name,
     split_traffic,
     version_order,
@@ -63,7 +62,7 @@ def deploy(
     rules: ProductionRules,
     registry_model_uri: Callable[[ModelRef], str],
     source: str,
-    clock: Clock = now,
+    clock: Clock,
 ) -> Promotion:
     """Move an approved promotion towards `deployed`, one idempotent step after another.
 
@@ -234,7 +233,7 @@ def _plan_from(promotion: Promotion) -> DeploymentPlan:
 
 
 def fail_abandoned_job(
-    promotion_id: str, *, store: PromotionStore, reason: str, source: str, clock: Clock = now
+    promotion_id: str, *, store: PromotionStore, reason: str, source: str, clock: Clock
 ) -> Promotion:
     """A deployment job that exhausted its retries. The promotion fails only while it is still `approved` and no
     deployment has started for it; anything further along is in the timer's hands and is left alone."""
@@ -269,7 +268,7 @@ def advance_deployments(
     rules: ProductionRules,
     registry_model_uri: Callable[[ModelRef], str],
     source: str,
-    clock: Clock = now,
+    clock: Clock,
 ) -> AdvanceReport:
     """One run of the timer: every deployment and rollback in flight one step further, every approved promotion
     whose job was lost (approved longer than production.job_grace_minutes) started, and stale requests expired.

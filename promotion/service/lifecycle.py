@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from promotion.domain import EventType, LifecycleEvent, Promotion, RegistryCopy, isoformat, now
+from promotion.domain import EventType, LifecycleEvent, Promotion, RegistryCopy, isoformat
 from promotion.ports import EventPublisher, PromotionStore
 from promotion.service.common import Clock
 
@@ -66,7 +66,7 @@ def publish_pending(
     *,
     max_batches: int | None = None,
     batch_size: int = BATCH_SIZE,
-    clock: Clock = now,
+    clock: Clock,
 ) -> PublishReport:
     """Publish unpublished events, oldest first, one batch at a time, until none is left (or `max_batches`).
 
@@ -91,18 +91,18 @@ def publish_pending(
     return PublishReport(published)
 
 
-def publish_soon(store: PromotionStore, publisher: EventPublisher | None) -> None:
+def publish_soon(store: PromotionStore, publisher: EventPublisher | None, *, clock: Clock) -> None:
     """The best-effort publish right after a change: one batch, one short attempt, and never an error for the
     caller. Whatever it does not send, the publish_lifecycle_events timer sends within a minute."""
     if publisher is None:
         return
     try:
-        publish_pending(store, publisher, max_batches=1)
+        publish_pending(store, publisher, max_batches=1, clock=clock)
     except Exception as error:  # the store itself failed: the change is committed, the timer will publish it
         log.warning("could not publish lifecycle events right away: %s: %s", type(error).__name__, error)
 
 
-def purge_published(store: PromotionStore, *, retention: timedelta, clock: Clock = now) -> int:
+def purge_published(store: PromotionStore, *, retention: timedelta, clock: Clock) -> int:
     removed = store.purge_published(before=clock() - retention)
     if removed:
         log.info("removed %d lifecycle events published more than %s ago", removed, retention)

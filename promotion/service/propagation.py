@@ -31,7 +31,6 @@ from promotion.domain import (
     ModelVersion,
     Outcome,
     RegistryCopy,
-    now,
 )
 from promotion.policy import Policy
 from promotion.ports import AlreadyExists, CopyClaimed, CopyRefused, PromotionStore, RegistryModels, WorkspaceModels
@@ -55,21 +54,23 @@ def propagate(
     load_policy: Callable[[], Policy],
     store: PromotionStore,
     source: str,
-    clock: Clock = now,
+    clock: Clock,
 ) -> Decision:
     """Handle one ModelRegistered event: start copying the model into the registry if the policy admits it."""
     try:
         event = events.parse(raw_event)
     except events.MalformedEvent as error:
         event_id = raw_event.get("id") if isinstance(raw_event, Mapping) else None
-        return _logged(Decision(str(event_id), None, Outcome.MALFORMED, (str(error),)))
+        return _logged(Decision(str(event_id), None, Outcome.MALFORMED, (str(error),), None, clock()))
     with logs.fields(event_id=event.event_id, model=getattr(event, "model", None)):
         if isinstance(event, events.OtherEvent):
-            return _logged(Decision(event.event_id, None, Outcome.IGNORED_EVENT_TYPE, (event.event_type,)))
+            return _logged(
+                Decision(event.event_id, None, Outcome.IGNORED_EVENT_TYPE, (event.event_type,), None, clock())
+            )
         if not events.same_resource(event.topic, staging_workspace_id):
             # Not recorded: an event from an untrusted source must not write to our store.
             reason = f"topic {event.topic} is not the staging workspace {staging_workspace_id}"
-            return _logged(Decision(event.event_id, event.model, Outcome.REFUSED_SOURCE, (reason,)))
+            return _logged(Decision(event.event_id, event.model, Outcome.REFUSED_SOURCE, (reason,), None, clock()))
 
         decision = consider(
             event.model,
@@ -109,7 +110,7 @@ def consider(
     store: PromotionStore,
     source: str,
     actor: str,
-    clock: Clock = now,
+    clock: Clock,
     held: ModelVersion | None = _UNREAD,
     staged: ModelVersion | None = _UNREAD,
 ) -> Decision:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from promotion import logs
-from promotion.domain import Lineage, ModelRef, ModelVersion, Outcome, now
+from promotion.domain import Lineage, ModelRef, ModelVersion, Outcome
 from promotion.policy import Policy
 from promotion.ports import PromotionStore, RegistryModels, WorkspaceModels
 from promotion.service.common import Clock
@@ -62,7 +62,7 @@ def reconcile(
     store: PromotionStore | None,
     dry_run: bool,
     source: str = "local",
-    clock: Clock = now,
+    clock: Clock,
 ) -> ReconcileReport:
     """Start the copies of qualifying staging versions that the registry lacks. A dry run changes nothing and
     needs no store: it says what a real run would do (not knowing which copies are under way)."""

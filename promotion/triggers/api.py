@@ -201,7 +201,12 @@ def _workflow() -> dict[str, Any]:
     """The ports of the approval use cases."""
     from promotion import wiring
 
-    return {"rules": wiring.policy().production, "store": wiring.store(), "source": wiring.settings().events_source}
+    return {
+        "rules": wiring.policy().production,
+        "store": wiring.store(),
+        "source": wiring.settings().events_source,
+        "clock": wiring.clock(),
+    }
 
 
 @bp.function_name("request_promotion")

@@ -16,4 +16,4 @@ def publish_soon() -> None:
     except Exception as error:  # a misconfigured topic: reported loudly by the timer, never here
         logging.getLogger("promotion").warning("lifecycle events are not published right away: %s", error)
         return
-    service.publish_soon(wiring.store(), publisher)
+    service.publish_soon(wiring.store(), publisher, clock=wiring.clock())

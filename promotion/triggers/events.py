@@ -36,6 +36,7 @@ def on_model_registered(event: func.EventGridEvent) -> None:
         load_policy=wiring.policy,
         store=wiring.store(),
         source=settings.events_source,
+        clock=wiring.clock(),
     )
     publish_soon()
 

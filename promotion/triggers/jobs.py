@@ -69,7 +69,11 @@ def deploy_promotion_poison(message: func.QueueMessage) -> None:
     with logs.fields(promotion_id=promotion_id):
         try:
             promotion = service.fail_abandoned_job(
-                promotion_id, store=wiring.store(), reason=reason, source=wiring.settings().events_source
+                promotion_id,
+                store=wiring.store(),
+                reason=reason,
+                source=wiring.settings().events_source,
+                clock=wiring.clock(),
             )
         except PromotionNotFound as error:
             log.error("poisoned deployment job dropped: %s", error)

@@ -20,11 +20,11 @@ def publish_lifecycle_events(timer: func.TimerRequest) -> None:
 
     store = wiring.store()
     # First: what was published long ago goes, even while the topic is down.
-    service.purge_published(store, retention=wiring.settings().events_retention)
+    service.purge_published(store, retention=wiring.settings().events_retention, clock=wiring.clock())
     publisher = wiring.publisher()  # a misconfigured topic raises here, naming the setting
     if publisher is None:
         return
-    report = service.publish_pending(store, publisher)
+    report = service.publish_pending(store, publisher, clock=wiring.clock())
     if report.error:
         raise RuntimeError(f"published {report.published} lifecycle events, then stopped: {report.error}")
     if report.published:

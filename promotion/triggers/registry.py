@@ -60,4 +60,5 @@ def reconcile_registry(timer: func.TimerRequest) -> None:
         store=wiring.store(),
         dry_run=False,
         source=settings.events_source,
+        clock=wiring.clock(),
     )

@@ -19,6 +19,7 @@ from promotion.policy import Policy
 from promotion.ports import AlreadyExists
 from promotion.settings import Settings
 from tests.models import MLFLOW_MODEL
+from tests.unit.fakes import FakeClock
 
 SEED_MODEL = MLFLOW_MODEL
 REF = ModelRef("taxi-fare", "1")
@@ -119,6 +120,7 @@ def _propagate_in_child(root: str, event_id: str, barrier, results) -> None:
         load_policy=lambda: POLICY,
         store=SqlitePromotionStore(Path(root) / "promotions.sqlite3"),
         source="test",
+        clock=FakeClock(),
     )
     results.put(decision.outcome.value)
 

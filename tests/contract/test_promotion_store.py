@@ -311,9 +311,9 @@ def test_decisions_are_recorded_once_per_event_and_listed_oldest_first(store: Pr
     assert store.record_decision(later) is True
     assert store.record_decision(earlier) is True
     assert store.record_decision(replace(earlier, outcome=Outcome.COPIED)) is False  # a redelivery
-    assert store.record_decision(Decision("evt-3", CHURN, Outcome.COPIED)) is True
-    assert store.record_decision(Decision("evt-4", None, Outcome.MALFORMED, ("no subject",))) is True
-    assert store.record_decision(Decision("evt-4", None, Outcome.MALFORMED, ("no subject",))) is False
+    assert store.record_decision(Decision("evt-3", CHURN, Outcome.COPIED, (), None, T0)) is True
+    assert store.record_decision(Decision("evt-4", None, Outcome.MALFORMED, ("no subject",), None, T0)) is True
+    assert store.record_decision(Decision("evt-4", None, Outcome.MALFORMED, ("no subject",), None, T0)) is False
 
     assert store.decisions(CREDIT) == [earlier, later]
     assert store.decisions(ModelRef("unknown", "1")) == []
@@ -912,7 +912,7 @@ OPERATIONS: dict[str, Callable[[PromotionStore], object]] = {
     "get": lambda s: s.get("p-1"),
     "list": lambda s: s.list(),
     "save": lambda s: s.save(replace(approve(pending()), revision='W/"x"')),
-    "record_decision": lambda s: s.record_decision(Decision("evt-1", CREDIT, Outcome.COPIED)),
+    "record_decision": lambda s: s.record_decision(Decision("evt-1", CREDIT, Outcome.COPIED, (), None, T0)),
     "decisions": lambda s: s.decisions(CREDIT),
     "copy": lambda s: s.copy(CREDIT),
     "copies": lambda s: s.copies(),

@@ -233,11 +233,11 @@ def test_n_of_m_a_rejection_by_any_approver_ends_it(two_approvals):
     assert approve(two_approvals, who=ERIN)[0] == 409
 
 
-def test_an_expired_request_answers_409_and_becomes_expired(local_app, tmp_path, monkeypatch):
+def test_an_expired_request_answers_409_and_becomes_expired(local_app, tmp_path, monkeypatch, app_clock):
     use_policy(monkeypatch, tmp_path, approval_ttl_hours=0.00001)  # 36 ms
     put_in_registry(local_app, REF)
     _, created = request()
-    time.sleep(0.06)
+    app_clock.advance(seconds=0.06)
     status, answer, jobs = approve(created["id"])
     assert status == 409 and "expired" in answer["error"] and "approval_ttl_hours" in answer["error"]
     assert jobs.values == []

@@ -142,11 +142,11 @@ def test_a_failed_copy_is_recorded_with_the_service_message(azure_app):
     assert finished.outcome.value == "copy_failed"
 
 
-def test_a_copy_past_its_timeout_is_recorded_as_failed(azure_app, monkeypatch):
+def test_a_copy_past_its_timeout_is_recorded_as_failed(azure_app, monkeypatch, app_clock):
     monkeypatch.setenv("PROMOTION_COPY_TIMEOUT_MINUTES", str(1 / 60 / 10))  # 0.1 s
     wiring.reset()
     user_function("on_model_registered")(registered(azure_app, "taxi-fare", "3", stage="candidate", accuracy="0.93"))
-    time.sleep(0.2)
+    app_clock.advance(seconds=0.2)
 
     tick("advance_registry_copies")
 
@@ -270,6 +270,7 @@ def test_reconcile_stays_within_its_request_budget(azure_app):
         policy=wiring.policy,
         store=wiring.store(),
         dry_run=False,
+        clock=wiring.clock(),
     )
 
     copies = len(report.copied)

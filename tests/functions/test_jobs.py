@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 
 import azure.functions as func
 import pytest
@@ -183,7 +182,7 @@ def test_the_poison_handler_leaves_a_deployed_promotion_alone(approved, caplog):
 # --- the timer: lost jobs and failures --------------------------------------------------------------
 
 
-def test_a_lost_job_is_started_by_the_timer_after_the_grace_period(local_app, tmp_path, monkeypatch):
+def test_a_lost_job_is_started_by_the_timer_after_the_grace_period(local_app, tmp_path, monkeypatch, app_clock):
     use_policy(monkeypatch, tmp_path, job_grace_minutes=0.005)  # 300 ms
     put_in_registry(local_app, REF)
     _, created = request()
@@ -191,7 +190,7 @@ def test_a_lost_job_is_started_by_the_timer_after_the_grace_period(local_app, tm
     assert status == 202
     user_function("advance_deployments")(timer())
     assert promotion(created["id"])["state"] == "approved"  # still within the grace period
-    time.sleep(0.35)
+    app_clock.advance(seconds=0.35)
     user_function("advance_deployments")(timer())
     done = promotion(created["id"])
     assert done["state"] == "deployed"
@@ -225,14 +224,14 @@ def test_one_failing_deployment_does_not_stop_the_others(local_app, monkeypatch,
     assert "could not advance" in caplog.text
 
 
-def test_a_deployment_past_its_timeout_fails_with_the_reason(local_app, tmp_path, monkeypatch):
+def test_a_deployment_past_its_timeout_fails_with_the_reason(local_app, tmp_path, monkeypatch, app_clock):
     use_policy(monkeypatch, tmp_path, deploy_timeout_minutes=0.002)
     put_in_registry(local_app, REF)
     _, created = request()
     job = approve(created["id"])[2].get()
     monkeypatch.setattr(backend(local_app).production, "ensure_deployment", lambda plan: Progress.PENDING)
     deploy(job)
-    time.sleep(0.15)
+    app_clock.advance(seconds=0.15)
     user_function("advance_deployments")(timer())
     failed = promotion(created["id"])
     assert failed["state"] == "failed" and "deploy_timeout_minutes" in failed["error"]

@@ -13,7 +13,7 @@ import time
 import azure.functions as func
 import pytest
 
-from promotion import service
+from promotion import service, wiring
 from promotion.domain import ModelRef
 from tests.functions.conftest import (
     ROOT,
@@ -124,7 +124,7 @@ def test_the_demo_flow_publishes_the_expected_cloudevents_in_order(local_app, pu
         assert request.headers["content-type"].startswith("application/cloudevents-batch+json")
 
 
-def test_the_other_changes_publish_their_types_with_their_data(local_app, publishing, tmp_path, monkeypatch):
+def test_the_other_changes_publish_their_types_with_their_data(local_app, publishing, tmp_path, monkeypatch, app_clock):
     from promotion.ports import CopyProgress, CopyStatus, DeploymentFailed
 
     # Rejected
@@ -169,7 +169,7 @@ def test_the_other_changes_publish_their_types_with_their_data(local_app, publis
     # Expired
     use_policy(monkeypatch, tmp_path, approval_ttl_hours=0.00001)
     _, stale = request_promotion(ModelRef("taxi-fare", "3"))
-    time.sleep(0.05)
+    app_clock.advance(seconds=0.05)
     user_function("advance_deployments")(timer())
 
     by_type = {}
@@ -245,7 +245,7 @@ def test_two_publishers_at_once_deliver_everything_without_gaps(local_app, publi
 
     runs = [
         lambda: user_function("publish_lifecycle_events")(timer()),
-        lambda: service.publish_pending(store, publisher, batch_size=4),
+        lambda: service.publish_pending(store, publisher, batch_size=4, clock=wiring.clock()),
     ]
     threads = [threading.Thread(target=publish, args=(run,)) for run in runs]
     for thread in threads:
@@ -289,7 +289,7 @@ def test_a_topic_that_hangs_slows_an_answer_by_one_short_attempt_at_most(local_a
     assert outbox_ids(local_app, unpublished_only=True) == [publishing.events[-1]["id"]]
 
 
-def test_published_events_are_purged_after_the_retention_period(local_app, publishing, monkeypatch):
+def test_published_events_are_purged_after_the_retention_period(local_app, publishing, monkeypatch, app_clock):
     monkeypatch.setenv("PROMOTION_EVENTS_RETENTION_DAYS", "0.000005")  # about 0.43 s
     local_app.reset()
     share(local_app, REF)
@@ -301,11 +301,11 @@ def test_published_events_are_purged_after_the_retention_period(local_app, publi
     share(local_app, ModelRef("taxi-fare", "2"))  # recorded while the topic is down: stays unpublished
     unpublished = outbox_ids(local_app, unpublished_only=True)
     assert len(unpublished) == 1
-    time.sleep(0.5)
+    app_clock.advance(seconds=0.5)
     publishing.up()
     user_function("publish_lifecycle_events")(timer())  # publishes the last one, purges the old ones
     assert outbox_ids(local_app) == unpublished
-    time.sleep(0.5)
+    app_clock.advance(seconds=0.5)
     user_function("publish_lifecycle_events")(timer())
     assert outbox_ids(local_app) == []
 

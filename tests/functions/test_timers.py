@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 
 import pytest
 
@@ -87,7 +86,7 @@ def test_advance_registry_copies_records_a_failed_copy_and_goes_on_with_the_othe
     assert event.data["reason"] == "quota exceeded in the registry's region"
 
 
-def test_advance_registry_copies_times_out_a_copy_that_never_finishes(local_app, monkeypatch):
+def test_advance_registry_copies_times_out_a_copy_that_never_finishes(local_app, monkeypatch, app_clock):
     monkeypatch.setenv("PROMOTION_COPY_TIMEOUT_MINUTES", "0.005")  # 300 ms
     local_app.reset()
     started(local_app)
@@ -95,7 +94,7 @@ def test_advance_registry_copies_times_out_a_copy_that_never_finishes(local_app,
     monkeypatch.setattr(registry_models, "copy_status", lambda operation: CopyStatus(CopyProgress.RUNNING))
     tick("advance_registry_copies")
     assert copy_state(local_app) == "copying"
-    time.sleep(0.35)
+    app_clock.advance(seconds=0.35)
     tick("advance_registry_copies")
     failed = local_app.store().copy(REF)
     assert failed.state.value == "copy_failed" and "PROMOTION_COPY_TIMEOUT_MINUTES" in failed.error
@@ -214,13 +213,13 @@ def test_advance_deployments_with_nothing_to_do_returns(local_app):
     tick("advance_deployments")
 
 
-def test_advance_deployments_expires_stale_requests(local_app, tmp_path, monkeypatch):
+def test_advance_deployments_expires_stale_requests(local_app, tmp_path, monkeypatch, app_clock):
     use_policy(monkeypatch, tmp_path, approval_ttl_hours=0.0001)  # 360 ms
     share(local_app, REF)
     _, created = request()
     tick("advance_deployments")
     assert get(created["id"])[1]["state"] == "pending_approval"
-    time.sleep(0.4)
+    app_clock.advance(seconds=0.4)
     tick("advance_deployments")
     expired = get(created["id"])[1]
     assert expired["state"] == "expired" and expired["history"][-1]["actor"] == "advance_deployments"
@@ -229,11 +228,11 @@ def test_advance_deployments_expires_stale_requests(local_app, tmp_path, monkeyp
     assert approve(created["id"])[0] == 409
 
 
-def test_advance_deployments_starts_a_lost_job(local_app, tmp_path, monkeypatch):
+def test_advance_deployments_starts_a_lost_job(local_app, tmp_path, monkeypatch, app_clock):
     use_policy(monkeypatch, tmp_path, job_grace_minutes=0.001)
     share(local_app, REF)
     _, created = request()
     approve(created["id"])  # the queue message is lost
-    time.sleep(0.1)
+    app_clock.advance(seconds=0.1)
     tick("advance_deployments")
     assert get(created["id"])[1]["state"] == "deployed"

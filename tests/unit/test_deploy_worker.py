@@ -246,10 +246,14 @@ def test_the_timer_also_expires_stale_requests(prod, clock):
 
 def test_a_poisoned_job_fails_an_approved_promotion_whose_deployment_never_started(prod):
     promotion = approved(prod, CHURN_3)
-    failed = service.fail_abandoned_job(promotion.id, store=prod.store, reason="poisoned", source="test-app")
+    failed = service.fail_abandoned_job(
+        promotion.id, store=prod.store, reason="poisoned", source="test-app", clock=prod.clock
+    )
     assert failed.state is State.FAILED and failed.error == "poisoned"
     assert prod.events(promotion.id)[-1].type is EventType.DEPLOYMENT_FAILED
-    again = service.fail_abandoned_job(promotion.id, store=prod.store, reason="again", source="test-app")
+    again = service.fail_abandoned_job(
+        promotion.id, store=prod.store, reason="again", source="test-app", clock=prod.clock
+    )
     assert again.error == "poisoned" and prod.event_types(promotion.id).count("DeploymentFailed") == 1
 
 
@@ -259,7 +263,9 @@ def test_a_poisoned_job_leaves_a_promotion_further_along_alone(prod, deployer, p
     promotion = approved(prod, CHURN_3)
     assert prod.deploy(promotion.id).state is state
     before = prod.store.get(promotion.id)
-    after = service.fail_abandoned_job(promotion.id, store=prod.store, reason="poisoned", source="test-app")
+    after = service.fail_abandoned_job(
+        promotion.id, store=prod.store, reason="poisoned", source="test-app", clock=prod.clock
+    )
     assert after.state is state and prod.store.get(promotion.id) == before
     assert "DeploymentFailed" not in prod.event_types(promotion.id)
 

@@ -163,7 +163,7 @@ def test_two_publishers_at_once_leave_no_gap(store, clock):
 def test_publish_soon_sends_one_batch_at_most(store, clock):
     ids = fill_outbox(store, clock, BATCH_SIZE + 5)
     publisher = FakePublisher()
-    service.publish_soon(store, publisher)
+    service.publish_soon(store, publisher, clock=clock)
     assert len(publisher.attempts) == 1 and publisher.received_ids == ids[:BATCH_SIZE]
     assert [event.id for event in store.events(unpublished_only=True)] == ids[BATCH_SIZE:]
 
@@ -172,7 +172,7 @@ def test_publish_soon_never_raises_when_the_topic_is_down(store, clock):
     fill_outbox(store, clock, 3)
     publisher = FakePublisher()
     publisher.down = True
-    service.publish_soon(store, publisher)
+    service.publish_soon(store, publisher, clock=clock)
     assert len(publisher.attempts) == 1 and len(store.events(unpublished_only=True)) == 3
 
 
@@ -180,7 +180,7 @@ def test_publish_soon_never_raises_when_the_topic_is_down(store, clock):
 def test_publish_soon_never_raises_when_the_store_fails(store, clock, failing):
     fill_outbox(store, clock, 3)
     publisher = FakePublisher()
-    service.publish_soon(FlakyStore(store, **{failing: 1}), publisher)
+    service.publish_soon(FlakyStore(store, **{failing: 1}), publisher, clock=clock)
     assert len(store.events(unpublished_only=True)) == 3  # the timer publishes them later
     service.publish_pending(store, publisher, clock=clock)
     assert store.events(unpublished_only=True) == []
@@ -188,7 +188,7 @@ def test_publish_soon_never_raises_when_the_store_fails(store, clock, failing):
 
 def test_publish_soon_without_a_publisher_does_nothing(store, clock):
     fill_outbox(store, clock, 2)
-    service.publish_soon(store, None)
+    service.publish_soon(store, None, clock=clock)
     assert len(store.events(unpublished_only=True)) == 2
 
 
@@ -241,7 +241,7 @@ def test_the_whole_flow_reports_every_change_in_order_with_stable_ids(store, clo
 
     publisher = FakePublisher()
     publisher.down = True
-    service.publish_soon(store, publisher)  # best effort: fails, loses nothing
+    service.publish_soon(store, publisher, clock=clock)  # best effort: fails, loses nothing
     first_ids = [event.id for event in store.events()]
     publisher.down = False
     service.publish_pending(store, publisher, batch_size=4, clock=clock)

@@ -46,7 +46,14 @@ def prod(store, registry, clock):
 def test_a_request_opens_one_promotion_per_model_version_and_says_so(prod, store):
     first = prod.request(REF, ALICE, reason="better recall")
     promotion, created = service.request_promotion(
-        REF, reason="again", caller=BOB, registry=prod.registry, store=store, rules=RULES, source="test-app"
+        REF,
+        reason="again",
+        caller=BOB,
+        registry=prod.registry,
+        store=store,
+        rules=RULES,
+        source="test-app",
+        clock=prod.clock,
     )
     assert not created and promotion.id == first.id and len(store.list()) == 1
     assert first.state is State.PENDING_APPROVAL and first.requested_by == ALICE.name
