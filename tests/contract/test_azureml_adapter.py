@@ -69,7 +69,8 @@ def warm_up(fake, backend) -> None:
 
 
 def test_importing_the_module_imports_no_azure_sdk():
-    code = "import sys, promotion.adapters.azureml; print([m for m in sys.modules if m.startswith('azure')])"
+    modules = "promotion.adapters.azureml, promotion.adapters.azureml.models, promotion.adapters.azureml.production"
+    code = f"import sys, {modules}; print([m for m in sys.modules if m.startswith('azure')])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
