@@ -1,0 +1,36 @@
+// Application Insights on a Log Analytics workspace.
+
+param location string
+param tags object
+param logAnalyticsName string
+param applicationInsightsName string
+
+@description('Refuse instrumentation keys: telemetry must be signed by an Entra identity (Monitoring Metrics Publisher).')
+param disableLocalAuth bool = true
+
+resource logAnalytics 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
+  name: logAnalyticsName
+  location: location
+  tags: tags
+  properties: {
+    retentionInDays: 30
+    sku: {
+      name: 'PerGB2018'
+    }
+  }
+}
+
+resource applicationInsights 'Microsoft.Insights/components@2020-02-02' = {
+  name: applicationInsightsName
+  location: location
+  tags: tags
+  kind: 'web'
+  properties: {
+    Application_Type: 'web'
+    WorkspaceResourceId: logAnalytics.id
+    DisableLocalAuth: disableLocalAuth
+  }
+}
+
+output applicationInsightsName string = applicationInsights.name
+output connectionString string = applicationInsights.properties.ConnectionString
