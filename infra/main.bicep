@@ -35,15 +35,15 @@ param registryName string
 param registryLocation string
 @description('Resource group of the registry.')
 param registryResourceGroup string
-@description('Subscription of the registry; default this one.')
-param registrySubscriptionId string = subscription().subscriptionId
+@description('Subscription of the registry; empty: this one.')
+param registrySubscriptionId string = ''
 
 @description('Resource group of the production workspace.')
 param productionResourceGroup string
 @description('The production workspace, where approved models are deployed.')
 param productionWorkspaceName string
-@description('Subscription of the production workspace; default this one.')
-param productionSubscriptionId string = subscription().subscriptionId
+@description('Subscription of the production workspace; empty: this one.')
+param productionSubscriptionId string = ''
 
 @description('Python version of the function app: one that both Flex Consumption and the app support.')
 @allowed([
@@ -103,6 +103,8 @@ var token = toLower(uniqueString(subscription().id, environmentName, location))
 var functionAppName = 'func-promotion-${token}'
 var deploymentContainerName = 'app-package-${take(token, 7)}'
 var deadLetterContainerName = 'promotion-deadletter'
+var registrySubscription = empty(registrySubscriptionId) ? subscription().subscriptionId : registrySubscriptionId
+var productionSubscription = empty(productionSubscriptionId) ? subscription().subscriptionId : productionSubscriptionId
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: empty(resourceGroupName) ? 'rg-${environmentName}' : resourceGroupName
@@ -176,8 +178,8 @@ var appSettings = {
   REGISTRY_NAME: registryName
   REGISTRY_LOCATION: registryLocation
   REGISTRY_RESOURCE_GROUP: registryResourceGroup
-  REGISTRY_SUBSCRIPTION_ID: registrySubscriptionId
-  PRODUCTION_SUBSCRIPTION_ID: productionSubscriptionId
+  REGISTRY_SUBSCRIPTION_ID: registrySubscription
+  PRODUCTION_SUBSCRIPTION_ID: productionSubscription
   PRODUCTION_RESOURCE_GROUP: productionResourceGroup
   PRODUCTION_WORKSPACE: productionWorkspaceName
   PROMOTION_COPY_TIMEOUT_MINUTES: string(copyTimeoutMinutes)
@@ -237,7 +239,7 @@ output STAGING_RESOURCE_GROUP string = stagingResourceGroup
 output STAGING_WORKSPACE string = stagingWorkspaceName
 output REGISTRY_NAME string = registryName
 output REGISTRY_RESOURCE_GROUP string = registryResourceGroup
-output REGISTRY_SUBSCRIPTION_ID string = registrySubscriptionId
+output REGISTRY_SUBSCRIPTION_ID string = registrySubscription
 output PRODUCTION_RESOURCE_GROUP string = productionResourceGroup
 output PRODUCTION_WORKSPACE string = productionWorkspaceName
-output PRODUCTION_SUBSCRIPTION_ID string = productionSubscriptionId
+output PRODUCTION_SUBSCRIPTION_ID string = productionSubscription
