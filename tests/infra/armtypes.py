@@ -8,6 +8,7 @@ not checked: that is the compiler's job, and none can be installed here.
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,7 +153,9 @@ class _Checker:
                 if additional is not None:
                     self.check(item, self.table.at(additional), here)
                 else:
-                    self.fail(here, f"unknown property (known: {', '.join(sorted(properties)) or 'none'})")
+                    close = difflib.get_close_matches(key.lower(), list(by_name), n=3, cutoff=0.6)
+                    hint = f" (did you mean {', '.join(by_name[name][0] for name in close)}?)" if close else ""
+                    self.fail(here, f"unknown property{hint}")
                 continue
             _, spec = by_name[key.lower()]
             if spec.get("flags", 0) & READ_ONLY:

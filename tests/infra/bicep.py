@@ -81,6 +81,7 @@ class Resource:
     file: Path
     conditional: bool = False
     loop: bool = False
+    condition: str = ""  # the text of `if (...)`, empty when unconditional
 
 
 @dataclass
@@ -163,6 +164,18 @@ def _object(node: Node) -> Obj:
     return obj
 
 
+def _condition(node: Node) -> str:
+    while node.type == "for_statement":
+        inner = [c for c in node.named_children if c.type in ("object", "if_statement")]
+        if not inner:
+            return ""
+        node = inner[-1]
+    if node.type != "if_statement":
+        return ""
+    test = [c for c in node.named_children if c.type == "parenthesized_expression"]
+    return test[0].text.decode()[1:-1].strip() if test else ""
+
+
 def _body(node: Node) -> tuple[object, bool, bool]:
     """The object of a declaration, unwrapping `if (...) {...}` and `[for ...: {...}]`."""
     conditional = loop = False
@@ -194,7 +207,8 @@ def resources(root: Node, file: Path) -> list[Resource]:
         existing = any(c.type == "existing" for c in node.children)
         body, conditional, loop = _body(named[-1])
         resource = Resource(
-            symbol, type_name, api, existing, body, node.start_point[0] + 1, file, conditional, loop
+            symbol, type_name, api, existing, body, node.start_point[0] + 1, file, conditional, loop,
+            _condition(named[-1]),
         )
         found.append(resource)
         obj_node = named[-1]
@@ -221,13 +235,27 @@ def modules(root: Node) -> list[Module]:
     return found
 
 
-def parameters(root: Node) -> dict[str, bool]:
-    """Each `param` of a file, and whether it has a default."""
-    found = {}
+REQUIRED = Expr("<no default>")
+
+
+def parameters(root: Node) -> dict[str, object]:
+    """Each `param` of a file and its default value (`REQUIRED` without one)."""
+    found: dict[str, object] = {}
     for node in root.named_children:
         if node.type == "parameter_declaration":
             named = [c for c in node.named_children if c.type != "comment"]
-            found[named[0].text.decode()] = any(c.type == "=" for c in node.children)
+            has_default = any(c.type == "=" for c in node.children)
+            found[named[0].text.decode()] = value(named[-1]) if has_default else REQUIRED
+    return found
+
+
+def variables(root: Node) -> dict[str, object]:
+    """Each `var` of a file and its value."""
+    found: dict[str, object] = {}
+    for node in root.named_children:
+        if node.type == "variable_declaration":
+            named = [c for c in node.named_children if c.type != "comment"]
+            found[named[0].text.decode()] = value(named[-1])
     return found
 
 
