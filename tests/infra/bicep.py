@@ -207,7 +207,15 @@ def resources(root: Node, file: Path) -> list[Resource]:
         existing = any(c.type == "existing" for c in node.children)
         body, conditional, loop = _body(named[-1])
         resource = Resource(
-            symbol, type_name, api, existing, body, node.start_point[0] + 1, file, conditional, loop,
+            symbol,
+            type_name,
+            api,
+            existing,
+            body,
+            node.start_point[0] + 1,
+            file,
+            conditional,
+            loop,
             _condition(named[-1]),
         )
         found.append(resource)
@@ -231,7 +239,9 @@ def modules(root: Node) -> list[Module]:
         if node.type == "module_declaration":
             named = [c for c in node.named_children if c.type != "comment"]
             body, conditional, _ = _body(named[-1])
-            found.append(Module(named[0].text.decode(), _string(named[1]) or "", body, node.start_point[0] + 1, conditional))
+            found.append(
+                Module(named[0].text.decode(), _string(named[1]) or "", body, node.start_point[0] + 1, conditional)
+            )
     return found
 
 

@@ -65,7 +65,9 @@ def test_a_wrong_enum_value_fails(type_index):
 def test_a_wrong_primitive_type_fails(type_index):
     [found] = problems(type_index, AUTH.format(name="authsettingsV2", require="'yes'", action="Return401"))
     assert "requireAuthentication: expected a boolean, got 'yes'" in found
-    [found] = problems(type_index, SITE.format(extra="functionAppConfig: { scaleAndConcurrency: { instanceMemoryMB: '2048' } }"))
+    [found] = problems(
+        type_index, SITE.format(extra="functionAppConfig: { scaleAndConcurrency: { instanceMemoryMB: '2048' } }")
+    )
     assert "instanceMemoryMB: expected an integer" in found
 
 
@@ -96,7 +98,10 @@ def test_both_branches_of_a_condition_and_loop_bodies_are_checked(type_index):
     text = SITE.format(extra="clientCertMode: cond ? 'Required' : 'Sometimes'")
     [found] = problems(type_index, text)
     assert "clientCertMode: 'Sometimes' is not one of:" in found
-    loop = "resource q 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = [for n in names: {\n  name: n\n  properties: { metadat: {} }\n}]\n"
+    loop = (
+        "resource q 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = [for n in names: {\n"
+        "  name: n\n  properties: { metadat: {} }\n}]\n"
+    )
     [found] = problems(type_index, loop)
     assert "properties.metadat: unknown property" in found
 
