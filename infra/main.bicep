@@ -192,7 +192,7 @@ var appSettings = {
   PROMOTION_EVENTS_RETENTION_DAYS: string(eventsRetentionDays)
 }
 
-module function 'app/function.bicep' = {
+module functionApp 'app/function.bicep' = {
   name: 'function'
   scope: rg
   params: {
@@ -229,9 +229,9 @@ module rbac 'app/rbac.bicep' = {
 output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = tenant().tenantId
 output AZURE_RESOURCE_GROUP string = rg.name
-output AZURE_FUNCTION_APP_NAME string = function.outputs.name
-output AZURE_FUNCTION_APP_ID string = function.outputs.id
-output AZURE_FUNCTION_APP_URL string = 'https://${function.outputs.defaultHostName}'
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output AZURE_FUNCTION_APP_ID string = functionApp.outputs.id
+output AZURE_FUNCTION_APP_URL string = 'https://${functionApp.outputs.defaultHostName}'
 output AZURE_PRINCIPAL_ID string = identity.outputs.principalId
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output DEAD_LETTER_CONTAINER string = deadLetterContainerName

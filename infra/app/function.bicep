@@ -123,11 +123,6 @@ resource app 'Microsoft.Web/sites@2024-11-01' = {
           }
         }
       }
-      login: {
-        tokenStore: {
-          enabled: true
-        }
-      }
     }
   }
 }

@@ -21,6 +21,7 @@ ML = "providers/Microsoft.MachineLearningServices"
 STAGING_WS = f"/subscriptions/{SUB}/resourceGroups/rg-ml-staging/{ML}/workspaces/ws-staging"
 REGISTRY = f"/subscriptions/{REGISTRY_SUB}/resourceGroups/rg-ml-registry/{ML}/registries/shared-registry"
 PRODUCTION_WS = f"/subscriptions/{SUB}/resourceGroups/rg-ml-production/{ML}/workspaces/ws-production"
+STAGING_RG, REGISTRY_RG, PRODUCTION_RG = (scope.split(f"/{ML}/")[0] for scope in (STAGING_WS, REGISTRY, PRODUCTION_WS))
 
 ENV = {
     "AZURE_ENV_NAME": "promotion-dev",
@@ -127,37 +128,54 @@ def test_hooks_are_posix_sh_with_set_eu(script):
 def roles_at(staging: str, registry: str, production: str) -> list[dict]:
     return [
         rule("az", ["ad", "signed-in-user", "show"], ("44444444-0000-0000-0000-000000000000\n", 0)),
-        rule("az", ["role", "assignment", "list", STAGING_WS], (staging, 0)),
-        rule("az", ["role", "assignment", "list", REGISTRY], (registry, 0)),
-        rule("az", ["role", "assignment", "list", PRODUCTION_WS], (production, 0)),
+        rule("az", ["role", "assignment", "list", STAGING_RG], (staging, 0)),
+        rule("az", ["role", "assignment", "list", REGISTRY_RG], (registry, 0)),
+        rule("az", ["role", "assignment", "list", PRODUCTION_RG], (production, 0)),
     ]
 
 
-def test_preflight_passes_with_owner_or_rbac_administrator_everywhere(hook):
-    run = hook("preprovision.sh", roles_at("Owner\n", "Reader\nRole Based Access Control Administrator\n", "Owner\n"))
+def test_preflight_passes_with_owner_or_an_rbac_administrator_who_may_deploy(hook):
+    run = hook(
+        "preprovision.sh",
+        roles_at("Owner\n", "Reader\nRole Based Access Control Administrator\nContributor\n", "Owner\n"),
+    )
     assert run.code == 0, run.err
     listed = run.az("role", "assignment", "list")
-    assert [run.value(call, "--scope") for call in listed] == [STAGING_WS, REGISTRY, PRODUCTION_WS]
+    assert [run.value(call, "--scope") for call in listed] == [STAGING_RG, REGISTRY_RG, PRODUCTION_RG]
     for call in listed:
         assert run.value(call, "--assignee") == "44444444-0000-0000-0000-000000000000"
         assert "--include-inherited" in call and "--include-groups" in call
 
 
-def test_preflight_fails_naming_each_scope_without_the_role(hook):
-    run = hook("preprovision.sh", roles_at("Owner\n", "AzureML Registry User\n", "Contributor\n"))
+def test_preflight_fails_naming_each_resource_group_without_the_roles(hook):
+    run = hook(
+        "preprovision.sh",
+        roles_at(
+            "Owner\n", "Role Based Access Control Administrator\nStorage Blob Data Contributor\n", "Contributor\n"
+        ),
+    )
     assert run.code == 1
-    assert f"you need Owner or Role Based Access Control Administrator on the registry ({REGISTRY})" in run.err
-    assert f"on the production workspace ({PRODUCTION_WS})" in run.err
+    assert (
+        "you need Owner, or Role Based Access Control Administrator and Contributor, on the resource group of the "
+        f"registry ({REGISTRY_RG}), to give the app's identity its role on {REGISTRY}"
+    ) in run.err
+    assert f"of the production workspace ({PRODUCTION_RG})" in run.err
     assert "staging workspace (" not in run.err
     assert "nothing was created" in run.err
 
 
+def test_preflight_can_be_skipped_for_custom_roles(hook):
+    run = hook("preprovision.sh", [], {"PROMOTION_PREFLIGHT": "off"})
+    assert run.code == 0 and run.calls == []
+    assert "preflight skipped" in run.out
+
+
 def test_preflight_fails_where_it_cannot_read_the_assignments(hook):
     rules = roles_at("Owner\n", "", "Owner\n")
-    rules[2] = rule("az", ["role", "assignment", "list", REGISTRY], ("", 1))
+    rules[2] = rule("az", ["role", "assignment", "list", REGISTRY_RG], ("", 1))
     run = hook("preprovision.sh", rules)
     assert run.code == 1
-    assert f"cannot read the role assignments on the registry ({REGISTRY})" in run.err
+    assert f"cannot read your role assignments on the resource group of the registry ({REGISTRY_RG})" in run.err
 
 
 def test_preflight_finds_a_service_principal(hook):
