@@ -4,6 +4,7 @@ settings are set (against what the app reads), no secrets, no shared keys."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -342,3 +343,16 @@ def test_the_package_leaves_out_the_deployment_files():
     assert "function_app.py" in shipped
     leaked = [f for f in shipped if f.split("/")[0] in {"infra", "scripts", "azure.yaml", ".azure"}]
     assert leaked == []
+
+
+def test_the_app_roles_hold_the_policy_approver_role_and_the_readme_ids():
+    roles = {role["value"]: role for role in json.loads((REPO / "infra" / "entra" / "app-roles.json").read_text())}
+    policy = json.loads((REPO / "promotion-policy.json").read_text())
+    assert set(policy["production"]["approver_roles"]) <= set(roles)
+    readme = (REPO / "README.md").read_text()
+    for role in roles.values():
+        assert role["isEnabled"] and role["allowedMemberTypes"] == ["User"]
+        assert role["id"] in readme, role["value"]
+    assert "appRoleAssignmentRequired=true" in readme
+    assert "04b07795-8ddb-461a-bbee-02f9e1bf7b46" in readme  # the Azure CLI, pre-authorised
+    assert "/.auth/login/aad/callback" in readme and "--enable-id-token-issuance true" in readme
