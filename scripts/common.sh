@@ -24,3 +24,11 @@ workspace_id() { # subscription resource-group name
 registry_id() { # subscription resource-group name
   echo "/subscriptions/$1/resourceGroups/$2/providers/Microsoft.MachineLearningServices/registries/$3"
 }
+
+# deploy sub|group SCOPE-OPTION SCOPE-VALUE NAME TEMPLATE PARAMETER...: an ARM deployment of infra/TEMPLATE.
+deploy() {
+  kind=$1 scope_option=$2 scope_value=$3 name=$4 template=$5
+  shift 5
+  az deployment "$kind" create --subscription "$AZURE_SUBSCRIPTION_ID" "$scope_option" "$scope_value" \
+    --name "$name" --template-file "$(dirname "$0")/../infra/$template" --parameters "$@" --output none
+}

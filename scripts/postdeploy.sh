@@ -55,20 +55,14 @@ until [ -n "$(az functionapp keys list --resource-group "$AZURE_RESOURCE_GROUP" 
 done
 
 n=1
-until az deployment group create \
-  --subscription "$AZURE_SUBSCRIPTION_ID" \
-  --resource-group "$STAGING_RESOURCE_GROUP" \
-  --name "promotion-eventgrid-$AZURE_ENV_NAME" \
-  --template-file "$(dirname "$0")/../infra/eventgrid.bicep" \
-  --parameters \
+until deploy group --resource-group "$STAGING_RESOURCE_GROUP" "promotion-eventgrid-$AZURE_ENV_NAME" eventgrid.bicep \
   systemTopicName="$topic" \
   reuseSystemTopic="$reuse" \
   stagingWorkspaceName="$STAGING_WORKSPACE" \
   appResourceGroup="$AZURE_RESOURCE_GROUP" \
   functionAppName="$AZURE_FUNCTION_APP_NAME" \
   storageAccountName="$AZURE_STORAGE_ACCOUNT_NAME" \
-  deadLetterContainerName="$DEAD_LETTER_CONTAINER" \
-  --output none; do
+  deadLetterContainerName="$DEAD_LETTER_CONTAINER"; do
   # The webhook's validation handshake fails while the new code is still starting: try again.
   if [ "$n" -ge 3 ]; then
     echo "error: the Event Grid subscription could not be created; see the deployment promotion-eventgrid-$AZURE_ENV_NAME" \

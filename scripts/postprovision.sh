@@ -9,12 +9,7 @@ set -eu
 require AZURE_ENV_NAME AZURE_LOCATION AZURE_SUBSCRIPTION_ID AZURE_PRINCIPAL_ID STAGING_RESOURCE_GROUP \
   STAGING_WORKSPACE REGISTRY_NAME REGISTRY_RESOURCE_GROUP PRODUCTION_RESOURCE_GROUP PRODUCTION_WORKSPACE
 
-az deployment sub create \
-  --subscription "$AZURE_SUBSCRIPTION_ID" \
-  --name "promotion-grants-$AZURE_ENV_NAME" \
-  --location "$AZURE_LOCATION" \
-  --template-file "$(dirname "$0")/../infra/grants.bicep" \
-  --parameters \
+deploy sub --location "$AZURE_LOCATION" "promotion-grants-$AZURE_ENV_NAME" grants.bicep \
   principalId="$AZURE_PRINCIPAL_ID" \
   stagingResourceGroup="$STAGING_RESOURCE_GROUP" \
   stagingWorkspaceName="$STAGING_WORKSPACE" \
@@ -23,6 +18,5 @@ az deployment sub create \
   registryName="$REGISTRY_NAME" \
   productionSubscriptionId="${PRODUCTION_SUBSCRIPTION_ID:-$AZURE_SUBSCRIPTION_ID}" \
   productionResourceGroup="$PRODUCTION_RESOURCE_GROUP" \
-  productionWorkspaceName="$PRODUCTION_WORKSPACE" \
-  --output none
+  productionWorkspaceName="$PRODUCTION_WORKSPACE"
 echo "ok: the app's identity has its roles on the staging workspace, the registry and the production workspace"
