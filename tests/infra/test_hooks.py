@@ -340,14 +340,22 @@ def test_predown_removes_the_subscription_from_a_reused_topic_and_the_grants(hoo
     never_touches_workspaces_or_the_registry(run)
 
 
-def test_predown_deletes_a_system_topic_it_created(hook):
-    run = hook(
-        "predown.sh", [], {"PROMOTION_SYSTEM_TOPIC": "evgst-ws-staging", "PROMOTION_SYSTEM_TOPIC_CREATED": "true"}
-    )
+def test_predown_deletes_a_system_topic_it_created_once_it_is_unused(hook):
+    env = {"PROMOTION_SYSTEM_TOPIC": "evgst-ws-staging", "PROMOTION_SYSTEM_TOPIC_CREATED": "true"}
+    run = hook("predown.sh", [rule("az", ["event-subscription", "list"], ("0\n", 0))], env)
     assert run.code == 0, run.err
+    assert len(run.az("eventgrid", "system-topic", "event-subscription", "delete")) == 1
     [delete] = run.az("eventgrid", "system-topic", "delete")
     assert run.value(delete, "--name") == "evgst-ws-staging"
     never_touches_workspaces_or_the_registry(run)
+
+
+def test_predown_keeps_a_system_topic_others_subscribed_to(hook):
+    env = {"PROMOTION_SYSTEM_TOPIC": "evgst-ws-staging", "PROMOTION_SYSTEM_TOPIC_CREATED": "true"}
+    run = hook("predown.sh", [rule("az", ["event-subscription", "list"], ("2\n", 0))], env)
+    assert run.code == 0, run.err
+    assert run.az("eventgrid", "system-topic", "delete") == []
+    assert "kept the system topic evgst-ws-staging: it has 2 other subscriptions" in run.out
 
 
 def test_predown_stops_azd_down_when_a_removal_fails(hook):
