@@ -23,6 +23,7 @@ from promotion.service.approval import (
     request_promotion,
     rollback,
 )
+from promotion.service.artifact import Voided
 from promotion.service.copies import advance_registry_copies
 from promotion.service.deployment import advance_deployments, deploy, fail_abandoned_job
 from promotion.service.lifecycle import publish_pending, publish_soon, purge_published
@@ -36,6 +37,7 @@ __all__ = [
     "ModelNotInRegistry",
     "NotAllowed",
     "NotDeployable",
+    "Voided",
     "advance_deployments",
     "advance_registry_copies",
     "advance_rollback",
