@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from promotion.domain import (
     CopyState,
     Decision,
+    DriftFinding,
     LifecycleEvent,
     ModelRef,
     ModelVersion,
@@ -273,4 +274,33 @@ class PromotionStore(Protocol):
 
     def purge_published(self, *, before: datetime) -> int:
         """Delete events published before `before`; returns how many."""
+        ...
+
+    # -- drift in production (see service.drift)
+
+    def drift_findings(self, *, open_only: bool = True) -> list[DriftFinding]:
+        """Drift findings, oldest first: the open ones, or every one kept (the resolved ones with resolved_at)."""
+        ...
+
+    def open_drift(self, finding: DriftFinding, events: Sequence[LifecycleEvent] = ()) -> bool:
+        """Record a new finding and the events that report it, in one transaction. False, and nothing written, when
+        a finding with the same key is open already (it is recorded, and published, once)."""
+        ...
+
+    def resolve_drift(self, finding: DriftFinding, events: Sequence[LifecycleEvent] = ()) -> bool:
+        """Close the open finding with `finding`'s key (`finding` carries resolved_at) and write the events, in one
+        transaction. False, and nothing written, when no such finding is open (another run closed it)."""
+        ...
+
+    def zero_traffic_since(self) -> dict[tuple[str, str], datetime]:
+        """(endpoint, deployment) -> when the app first saw that deployment at 0% traffic (Azure records no such
+        time)."""
+        ...
+
+    def note_zero_traffic(self, endpoint: str, deployment: str, at: datetime) -> datetime:
+        """Record that the deployment is at 0% now, unless that is recorded already; returns the first sighting."""
+        ...
+
+    def clear_zero_traffic(self, endpoint: str, deployment: str) -> None:
+        """Forget the 0% sighting (the deployment has traffic again, or is gone); nothing happens when there is none."""
         ...

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from promotion.domain import DEPLOYMENT_MODEL_TAG, ModelRef, ModelVersion
+from promotion.domain import DEPLOYMENT_MODEL_TAG, ModelRef, ModelVersion, isoformat, now
 from promotion.ports import (
     AlreadyExists,
     CopyProgress,
@@ -103,6 +103,10 @@ class LocalModels:
         and, as in Azure, no event is emitted."""
         return self._update(ref, lambda record: record["tags"].update(tags))
 
+    def set_archived(self, ref: ModelRef, archived: bool = True) -> ModelVersion:
+        """Archive a version (`az ml model archive`): it stays readable, and nothing else changes."""
+        return self._update(ref, lambda record: record.update(archived=archived))
+
     def _create(self, model: ModelVersion, fill_artifacts: Callable[[Path], object]) -> ModelVersion:
         final = self._folder(model.ref)
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -120,6 +124,10 @@ class LocalModels:
                 properties=dict(model.properties),
                 description=model.description,
                 path=str(final / "artifacts"),
+                asset_id=f"{self.root.parent.name}/{self.root.name}/models/{model.name}/versions/{model.version}",
+                flavors=dict(model.flavors),
+                # As Azure's systemData.createdAt: the backend's own record of when the version was created.
+                created_at=isoformat(now()),
             )
             (staged / "model.json").write_text(json.dumps(stored.to_json(), indent=2), encoding="utf-8")
             try:
@@ -327,4 +335,8 @@ def _model_from_record(record: dict[str, Any]) -> ModelVersion:
         properties=record["properties"],
         description=record["description"],
         path=record["path"],
+        asset_id=record.get("asset_id"),
+        flavors=record.get("flavors") or {},
+        created_at=record.get("created_at"),
+        archived=bool(record.get("archived")),
     )
