@@ -451,6 +451,16 @@ _ONLINE_NAME = re.compile(r"[a-z][a-z0-9-]{1,30}[a-z0-9]")
 _DIGEST_LENGTH = 8
 
 
+def served_model(tags: Mapping[str, str] | None, model_uri: str | None) -> str | None:
+    """The "name:version" a production deployment serves: the app's tag, or the tail of its registry model URI (a
+    deployment made by hand); None when neither names one."""
+    tagged = (tags or {}).get(DEPLOYMENT_MODEL_TAG)
+    if tagged:
+        return tagged
+    match = re.search(r"/models/([^/]+)/versions/([^/]+)$", model_uri or "")
+    return f"{match[1]}:{match[2]}" if match else None
+
+
 def online_name(text: str) -> str:
     """An online endpoint or deployment name for `text`: 3-32 characters, a lower-case letter first, then
     lower-case letters, digits and '-'.

@@ -129,6 +129,27 @@ class EndpointState:
     busy: bool = False
 
 
+@dataclass(frozen=True)
+class OnlineEndpoint:
+    """One online endpoint as an endpoint listing shows it."""
+
+    name: str
+    traffic: Mapping[str, int]  # deployment -> percent; deployments without traffic are left out
+    busy: bool = False  # an operation is under way on it
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OnlineDeployment:
+    """One deployment as a deployment listing shows it."""
+
+    name: str
+    model: str | None  # the "name:version" it serves (our tag, or the tail of a registry model URI); None if unknown
+    model_uri: str | None
+    state: str  # the provisioning state: Succeeded, Creating, Updating, Deleting, Failed...
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
 class Deployer(Protocol):
     """The production workspace. Each step is idempotent and never waits for a long-running operation:
     it starts the work if needed and answers PENDING until the work has finished.
@@ -151,6 +172,19 @@ class Deployer(Protocol):
 
     def deployments_of(self, model: ModelRef) -> list[dict[str, Any]]:
         """Production deployments serving this model version: endpoint, deployment, traffic, state."""
+        ...
+
+    def online_endpoints(self) -> list[OnlineEndpoint]:
+        """Every online endpoint of the production workspace, with its traffic: one listing."""
+        ...
+
+    def online_deployments(self, endpoint: str) -> list[OnlineDeployment]:
+        """Every deployment of one endpoint, with what it serves: one listing; [] when the endpoint is gone."""
+        ...
+
+    def delete_deployment(self, endpoint: str, deployment: str) -> Progress:
+        """Start deleting a deployment; READY once it is gone. Azure refuses to delete a deployment that still has
+        traffic: that raises DeploymentFailed, as does any other refusal."""
         ...
 
 
