@@ -1023,7 +1023,7 @@ def finding(
 
 def drift_event(found: DriftFinding, type: EventType = EventType.DRIFT_DETECTED) -> LifecycleEvent:
     data = {"kind": found.kind.value, "endpoint": found.endpoint, "deployment": found.deployment}
-    return LifecycleEvent(str(uuid.uuid4()), type, SOURCE, None, found.detected_at, data)
+    return LifecycleEvent(str(uuid.uuid4()), type, SOURCE, None, found.resolved_at or found.detected_at, data)
 
 
 def test_a_drift_finding_and_its_event_are_recorded_once_and_round_trip(store: PromotionStore) -> None:
@@ -1053,8 +1053,8 @@ def test_resolving_closes_the_finding_once_with_its_event_and_keeps_it(store: Pr
     found = finding()
     store.open_drift(found, [drift_event(found)])
     resolved = replace(found, resolved_at=T0 + timedelta(hours=2))
-    assert store.resolve_drift(resolved, [drift_event(found, EventType.DRIFT_RESOLVED)]) is True
-    assert store.resolve_drift(resolved, [drift_event(found, EventType.DRIFT_RESOLVED)]) is False
+    assert store.resolve_drift(resolved, [drift_event(resolved, EventType.DRIFT_RESOLVED)]) is True
+    assert store.resolve_drift(resolved, [drift_event(resolved, EventType.DRIFT_RESOLVED)]) is False
     assert store.drift_findings() == []
     assert store.drift_findings(open_only=False) == [resolved]
     assert [e.type for e in store.events()] == [EventType.DRIFT_DETECTED, EventType.DRIFT_RESOLVED]
