@@ -309,6 +309,15 @@ class LocalDeployer:
             state.get("deployments", {}).pop(deployment, None)
         return Progress.READY
 
+    def set_traffic_by_hand(self, endpoint: str, traffic: Mapping[str, int]) -> None:
+        """`az ml online-endpoint update --traffic` outside the app, with the service's rules: the endpoint and every
+        deployment named exist, and the shares are 0-100 and add up to 100 (or are all 0)."""
+        if not self._path(endpoint).exists():
+            raise LookupError(f"online endpoint {endpoint} does not exist")
+        if any(not 0 <= share <= 100 for share in traffic.values()) or sum(traffic.values()) not in (0, 100):
+            raise ValueError("traffic shares must be 0-100 and add up to 100")
+        self.set_traffic(endpoint, traffic)
+
     def deploy_by_hand(self, endpoint: str, deployment: str, model_uri: str) -> None:
         """What someone does with `az ml online-deployment create` outside the app: a deployment with no app tags
         and no traffic, on an endpoint that exists."""
