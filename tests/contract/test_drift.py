@@ -156,6 +156,11 @@ def test_traffic_moved_by_hand_is_found_against_what_the_app_last_set_and_resolv
     assert scene.detect().detected == []
     [event] = scene.drift_events(EventType.DRIFT_DETECTED)
     assert event.subject == f"onlineEndpoints/{ENDPOINT}" and event.data["expected"] == found.expected
+    backend = scene.world.backend
+    status = service.model_status(
+        newer.model, staging=backend.staging, registry=backend.registry, deployer=scene.production, store=scene.store
+    )
+    assert status["drift"] == [found.to_json()]  # the status view shows it
 
     scene.set_traffic_by_hand({"taxi-fare-v3": 0, "taxi-fare-v4": 100})
     assert [f.kind for f in scene.detect().resolved] == [DriftKind.TRAFFIC_CHANGED]

@@ -33,6 +33,7 @@ from promotion.domain import (
     LifecycleEvent,
     Lineage,
     ModelRef,
+    ModelVersion,
     Outcome,
     Promotion,
     RegistryCopy,
@@ -1084,3 +1085,15 @@ def test_the_first_zero_traffic_sighting_is_kept_until_cleared(store: PromotionS
     assert store.note_zero_traffic("credit-risk-prod", "credit-risk-v2", T0 + timedelta(days=3)) == T0 + timedelta(
         days=3
     )
+
+
+def test_a_request_with_the_largest_artifact_record_round_trips(store: PromotionStore) -> None:
+    """The tags kept at request time are capped so the history entry fits a Table string property (64 KiB)."""
+    from promotion import fingerprint
+
+    tags = {f"metric_{i:04d}": "x" * 200 for i in range(400)}  # ASCII: two bytes a character in UTF-16
+    artifact = fingerprint.record(ModelVersion(CREDIT, "mlflow_model", tags))
+    request = HistoryEntry(T0, "alice@example.com", "requested", {"reason": "r" * 2000, "artifact": artifact})
+    added = store.add(replace(pending(), history=(request,)))
+    got = store.get(added.id)
+    assert got.artifact == artifact and artifact["tags_omitted"] > 0
