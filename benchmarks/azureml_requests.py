@@ -20,7 +20,7 @@ from typing import Any
 from promotion import service
 from promotion.adapters.azureml import AzureMLBackend
 from promotion.adapters.sqlite import SqlitePromotionStore
-from promotion.domain import ModelRef
+from promotion.domain import ModelRef, now
 from promotion.events import MODEL_REGISTERED
 from promotion.policy import Policy
 from promotion.settings import Settings
@@ -66,12 +66,13 @@ def event_path() -> list[tuple[str, int, str]]:
                 load_policy=lambda: policy,
                 store=store,
                 source="benchmark",
+                clock=now,
             )
             return fake.count(), time.perf_counter() - started
 
         def advance() -> int:
             fake.reset_log()
-            service.advance_registry_copies(registry=backend.registry, store=store, source="benchmark")
+            service.advance_registry_copies(registry=backend.registry, store=store, source="benchmark", clock=now)
             return fake.count()
 
         fake.add_workspace_model("warm-up", 1, **CANDIDATE)
@@ -121,6 +122,7 @@ def reconcile(names: int = 10, versions: int = 10, new_per_name: int = 1, page_s
             policy=lambda: policy,
             store=store,
             dry_run=False,
+            clock=now,
         )
         elapsed = time.perf_counter() - started
         pages = -(-names // page_size)

@@ -254,3 +254,26 @@ def test_an_invalid_drift_schedule_keeps_the_default_and_says_why(monkeypatch, c
         assert drift.drift_schedule() == "0 0 * * * *"
     assert "PROMOTION_DRIFT_SCHEDULE" in caplog.text and "detect_drift runs hourly" in caplog.text
     assert schedule not in caplog.text
+
+
+def test_detect_drift_records_a_deployment_made_by_hand_and_its_end(local_app):
+    from tests.functions.test_api import deployed, status_view
+
+    deployed(local_app, "1")
+    production = backend(local_app).production
+    production.deploy_by_hand("taxi-fare-prod", "hotfix", "azureml://registries/r/models/taxi-fare/versions/1")
+    tick("detect_drift")
+    [finding] = local_app.store().drift_findings()
+    assert (finding.kind.value, finding.deployment, finding.actual["model"]) == (
+        "unapproved_model",
+        "hotfix",
+        "taxi-fare:1",
+    )
+    _, status = status_view()
+    assert [f["deployment"] for f in status["drift"]] == ["hotfix"]  # the status view of taxi-fare:1 shows it
+    tick("detect_drift")
+    production.delete_deployment("taxi-fare-prod", "hotfix")
+    tick("detect_drift")
+    assert local_app.store().drift_findings() == []
+    types = [e.type.value for e in local_app.store().events() if "Drift" in e.type.value]
+    assert types == ["ModelPromotion.DriftDetected", "ModelPromotion.DriftResolved"]
