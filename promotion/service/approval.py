@@ -143,7 +143,7 @@ def approve(
         _check_decider(promotion, caller, rules)
         if any(caller.is_same_person(entry.actor, entry.detail.get("principal_id")) for entry in promotion.approvals):
             raise Conflict(f"{caller.name} has approved promotion {promotion.id} already")
-        comparison = check_artifact(promotion, registry=registry, rules=rules)
+        comparison = check_artifact(promotion, registry.get(promotion.model), rules=rules)
         if comparison is not None and comparison.void_reason:
             return voided(promotion, comparison, actor=caller.name, source=source, clock=clock)
         at = clock()

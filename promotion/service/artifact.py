@@ -9,9 +9,8 @@ from __future__ import annotations
 import logging
 
 from promotion import fingerprint
-from promotion.domain import EventType, LifecycleEvent, Promotion, State
+from promotion.domain import EventType, LifecycleEvent, ModelVersion, Promotion, State
 from promotion.policy import ProductionRules
-from promotion.ports import RegistryModels
 from promotion.service.common import Clock
 from promotion.service.lifecycle import promotion_event
 
@@ -25,14 +24,15 @@ class Voided(Exception):
 
 
 def check_artifact(
-    promotion: Promotion, *, registry: RegistryModels, rules: ProductionRules
+    promotion: Promotion, current: ModelVersion | None, *, rules: ProductionRules
 ) -> fingerprint.Comparison | None:
-    """The version as it is now against the request's record; None for a promotion that has no record (requested
-    before fingerprints were recorded), which is left as it is."""
+    """The version as it is now (`current`, just read from the registry; None when it is gone) against the request's
+    record; None for a promotion that has no record (requested before fingerprints were recorded), which is left as
+    it is."""
     recorded = promotion.artifact
     if not recorded:
         return None
-    return fingerprint.compare(recorded, registry.get(promotion.model), void_on_tag_change=rules.void_on_tag_change)
+    return fingerprint.compare(recorded, current, void_on_tag_change=rules.void_on_tag_change)
 
 
 def voided(

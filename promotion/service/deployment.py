@@ -91,12 +91,12 @@ def _start(
     source: str,
     clock: Clock,
 ) -> Promotion:
-    comparison = check_artifact(promotion, registry=registry, rules=rules)
+    model = registry.get(promotion.model)
+    comparison = check_artifact(promotion, model, rules=rules)
     if comparison is not None and comparison.void_reason:
         # What was approved is no longer what would deploy: nothing deploys.
         void, events = voided(promotion, comparison, actor=DEPLOY_ACTOR, source=source, clock=clock)
         return store.save(void, events)
-    model = registry.get(promotion.model)
     if model is None:
         return _fail(store, promotion, f"model {promotion.model} is no longer in the registry", source, clock)
     at = clock()
