@@ -2,7 +2,7 @@
 
 import azure.functions as func
 
-from promotion.triggers import api, events, jobs, lifecycle, registry
+from promotion.triggers import api, drift, events, jobs, lifecycle, registry
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(events.bp)
@@ -10,3 +10,4 @@ app.register_functions(registry.bp)
 app.register_functions(api.bp)
 app.register_functions(jobs.bp)
 app.register_functions(lifecycle.bp)
+app.register_functions(drift.bp)

@@ -20,7 +20,7 @@ from typing import Any
 from promotion import service
 from promotion.adapters.azureml import AzureMLBackend
 from promotion.adapters.sqlite import SqlitePromotionStore
-from promotion.domain import ModelRef
+from promotion.domain import ModelRef, now
 from promotion.events import MODEL_REGISTERED
 from promotion.policy import Policy
 from promotion.settings import Settings
@@ -66,12 +66,13 @@ def event_path() -> list[tuple[str, int, str]]:
                 load_policy=lambda: policy,
                 store=store,
                 source="benchmark",
+                clock=now,
             )
             return fake.count(), time.perf_counter() - started
 
         def advance() -> int:
             fake.reset_log()
-            service.advance_registry_copies(registry=backend.registry, store=store, source="benchmark")
+            service.advance_registry_copies(registry=backend.registry, store=store, source="benchmark", clock=now)
             return fake.count()
 
         fake.add_workspace_model("warm-up", 1, **CANDIDATE)
@@ -121,6 +122,7 @@ def reconcile(names: int = 10, versions: int = 10, new_per_name: int = 1, page_s
             policy=lambda: policy,
             store=store,
             dry_run=False,
+            clock=now,
         )
         elapsed = time.perf_counter() - started
         pages = -(-names // page_size)
@@ -209,3 +211,62 @@ def copy_options() -> list[tuple[str, int, int, str]]:
         polls = fake.count("GET", "importOperations")
         results.append(("MLClient models.share() (experimental)", total - polls, total, "yes: polls until done"))
     return results
+
+
+def drift(endpoints: int = 5, deployments: int = 3, unmanaged: int = 5) -> dict[str, Any]:
+    """One real detect_drift run over `endpoints` endpoints the app deployed to (each with `deployments` deployed
+    promotions, the newest live), next to `unmanaged` endpoints it never deployed to, with one deployment made by
+    hand on the first endpoint. Budget: one endpoint listing, and one deployment listing per managed endpoint."""
+    from datetime import datetime, timezone
+
+    from promotion.domain import DEPLOYMENT_MODEL_TAG, HistoryEntry, Promotion, State
+    from promotion.policy import ProductionRules
+
+    at = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+    with azure_world() as (fake, backend, store, settings):
+        for e in range(endpoints):
+            endpoint = f"model-{e}-prod"
+            live = f"model-{e}-v{deployments}"
+            fake.add_endpoint(endpoint, traffic={live: 100})
+            for v in range(1, deployments + 1):
+                ref = ModelRef(f"model-{e}", str(v))
+                name = f"model-{e}-v{v}"
+                fake.add_deployment(
+                    endpoint, name, model=settings.registry_model_uri(ref), tags={DEPLOYMENT_MODEL_TAG: str(ref)}
+                )
+                traffic = {live: 100} if v == deployments else {}
+                history = (
+                    HistoryEntry(at, "alice", "requested", {}),
+                    HistoryEntry(at.replace(minute=v), "deploy_promotion", "deployed", {"traffic": traffic}),
+                )
+                store.add(
+                    Promotion(
+                        f"p-{e}-{v}",
+                        ref,
+                        State.DEPLOYED,
+                        "alice",
+                        at,
+                        at,
+                        deployment={"endpoint": endpoint, "deployment": name},
+                        history=history,
+                    )
+                )
+        for u in range(unmanaged):
+            fake.add_endpoint(f"other-{u}", traffic={})
+        fake.add_deployment("model-0-prod", "by-hand", model=settings.registry_model_uri(ModelRef("model-0", "99")))
+        backend.production.online_endpoints()  # warm: the production client and its token, once per process
+        fake.reset_log()
+        started = time.perf_counter()
+        report = service.detect_drift(
+            store=store, deployer=backend.production, rules=ProductionRules(), source="benchmark", clock=lambda: at
+        )
+        elapsed = time.perf_counter() - started
+        return {
+            "endpoints": endpoints,
+            "unmanaged": unmanaged,
+            "deployments": endpoints * deployments + 1,
+            "requests": fake.count(),
+            "budget": 1 + endpoints,
+            "findings": len(report.detected),
+            "seconds": elapsed,
+        }

@@ -79,6 +79,19 @@ def bench_reconcile() -> None:
         )
 
 
+def bench_drift() -> None:
+    from benchmarks.azureml_requests import drift
+
+    print("\n(f) detect_drift: requests for one real run, counted by the fake (budget: 1 + managed endpoints)")
+    for endpoints in (1, 5, 20):
+        run = drift(endpoints=endpoints)
+        print(
+            f"    {run['endpoints']:3d} managed endpoints ({run['deployments']:3d} deployments) and "
+            f"{run['unmanaged']} unmanaged: {run['requests']:3d} requests (budget {run['budget']}), "
+            f"{run['findings']} finding(s), {run['seconds']:.2f} s"
+        )
+
+
 def bench_copy_options() -> None:
     from benchmarks.azureml_requests import COPY_POLLS, copy_options
 
@@ -149,3 +162,4 @@ if __name__ == "__main__":
     bench_reconcile()
     bench_copy_options()
     bench_local_throughput()
+    bench_drift()

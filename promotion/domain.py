@@ -105,6 +105,12 @@ class ModelVersion:
     description: str | None = None
     # Where the artifacts live: a folder for the local backend, an azureml:// URI in Azure.
     path: str | None = None
+    # What the backend calls this exact version (the ARM resource id in Azure), its flavors, and when it was
+    # created as the backend reports it: with the type, path and properties, the parts that never change.
+    asset_id: str | None = None
+    flavors: Mapping[str, Any] = field(default_factory=dict)
+    created_at: str | None = None
+    archived: bool = False
 
     @property
     def name(self) -> str:
@@ -123,6 +129,10 @@ class ModelVersion:
             "properties": dict(self.properties),
             "description": self.description,
             "path": self.path,
+            "asset_id": self.asset_id,
+            "flavors": dict(self.flavors),
+            "created_at": self.created_at,
+            "archived": self.archived,
         }
 
 
@@ -297,13 +307,16 @@ class State(str, Enum):
     FAILED = "failed"
     ROLLING_BACK = "rolling_back"
     ROLLED_BACK = "rolled_back"
+    # The registry version changed (or was archived, or is gone) after the request: what was approved is not
+    # what would deploy. Final; a new request starts over.
+    VOIDED = "voided"
 
 
 # The only moves a promotion can make. approved -> failed covers a job that never started (poison queue);
 # rolling_back -> deployed a rollback that Azure refused, which leaves the promotion live.
 TRANSITIONS: Mapping[State, frozenset[State]] = {
-    State.PENDING_APPROVAL: frozenset({State.APPROVED, State.REJECTED, State.EXPIRED}),
-    State.APPROVED: frozenset({State.DEPLOYING, State.FAILED}),
+    State.PENDING_APPROVAL: frozenset({State.APPROVED, State.REJECTED, State.EXPIRED, State.VOIDED}),
+    State.APPROVED: frozenset({State.DEPLOYING, State.FAILED, State.VOIDED}),
     State.DEPLOYING: frozenset({State.DEPLOYED, State.FAILED}),
     State.DEPLOYED: frozenset({State.ROLLING_BACK}),
     State.ROLLING_BACK: frozenset({State.ROLLED_BACK, State.DEPLOYED}),
@@ -311,6 +324,7 @@ TRANSITIONS: Mapping[State, frozenset[State]] = {
     State.EXPIRED: frozenset(),
     State.FAILED: frozenset(),
     State.ROLLED_BACK: frozenset(),
+    State.VOIDED: frozenset(),
 }
 # At most one open promotion per model version; a new request is possible once it is closed.
 OPEN_STATES = frozenset({State.PENDING_APPROVAL, State.APPROVED, State.DEPLOYING})
@@ -395,6 +409,12 @@ class Promotion:
     def last_entry_at(self) -> datetime:
         return self.history[-1].at if self.history else self.updated_at
 
+    @property
+    def artifact(self) -> Mapping[str, Any] | None:
+        """The registry version as it was at request time (fingerprint and tags), kept in the request's history
+        entry; None for a promotion requested before fingerprints were recorded."""
+        return self.history[0].detail.get("artifact") if self.history else None
+
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -410,6 +430,7 @@ class Promotion:
             "updated_at": isoformat(self.updated_at),
             "deployment": dict(self.deployment),
             "error": self.error,
+            "artifact": dict(self.artifact) if self.artifact else None,
             "history": [entry.to_json() for entry in self.history],
         }
 
@@ -428,6 +449,16 @@ def split_traffic(current: Mapping[str, int], deployment: str, percent: int) -> 
 
 _ONLINE_NAME = re.compile(r"[a-z][a-z0-9-]{1,30}[a-z0-9]")
 _DIGEST_LENGTH = 8
+
+
+def served_model(tags: Mapping[str, str] | None, model_uri: str | None) -> str | None:
+    """The "name:version" a production deployment serves: the app's tag, or the tail of its registry model URI (a
+    deployment made by hand); None when neither names one."""
+    tagged = (tags or {}).get(DEPLOYMENT_MODEL_TAG)
+    if tagged:
+        return tagged
+    match = re.search(r"/models/([^/]+)/versions/([^/]+)$", model_uri or "")
+    return f"{match[1]}:{match[2]}" if match else None
 
 
 def online_name(text: str) -> str:
@@ -457,6 +488,49 @@ def deployment_name(model: ModelRef) -> str:
     return online_name(str(model))
 
 
+# --- drift in production ---------------------------------------------------------------------------
+
+
+class DriftKind(str, Enum):
+    UNAPPROVED_MODEL = "unapproved_model"  # a deployment serves a model version no deployed promotion put there
+    TRAFFIC_CHANGED = "traffic_changed"  # the endpoint's traffic is not what the app last set
+    DEPLOYMENT_MISSING = "deployment_missing"  # a deployed promotion's deployment (or endpoint) is gone
+    STALE_DEPLOYMENT = "stale_deployment"  # at 0% traffic for longer than production.stale_deployment_days
+
+
+@dataclass(frozen=True)
+class DriftFinding:
+    """One difference between a production endpoint and what the store says it should be. At most one finding of
+    a kind is open per endpoint and deployment (`key`); it stays open, and is published once, until it clears."""
+
+    kind: DriftKind
+    endpoint: str
+    deployment: str  # "" for a finding about the whole endpoint (its traffic)
+    expected: Mapping[str, Any]
+    actual: Mapping[str, Any]
+    detected_at: datetime
+    promotion_id: str | None = None  # the promotion it concerns, when there is one
+    model: ModelRef | None = None  # the model version it concerns, when it can be named
+    resolved_at: datetime | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind.value}|{self.endpoint}|{self.deployment}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind.value,
+            "endpoint": self.endpoint,
+            "deployment": self.deployment or None,
+            "expected": dict(self.expected),
+            "actual": dict(self.actual),
+            "promotion_id": self.promotion_id,
+            "model": self.model.to_json() if self.model else None,
+            "detected_at": isoformat(self.detected_at),
+            "resolved_at": isoformat(self.resolved_at) if self.resolved_at else None,
+        }
+
+
 # --- lifecycle events ------------------------------------------------------------------------------
 
 
@@ -473,6 +547,13 @@ class EventType(str, Enum):
     DEPLOYED = "ModelPromotion.Deployed"
     DEPLOYMENT_FAILED = "ModelPromotion.DeploymentFailed"
     ROLLED_BACK = "ModelPromotion.RolledBack"
+    VOIDED = "ModelPromotion.Voided"
+    DRIFT_DETECTED = "ModelPromotion.DriftDetected"
+    DRIFT_RESOLVED = "ModelPromotion.DriftResolved"
+
+
+# Drift events are about a production endpoint, not one model version: their subject names the endpoint.
+DRIFT_EVENTS = frozenset({EventType.DRIFT_DETECTED, EventType.DRIFT_RESOLVED})
 
 
 @dataclass(frozen=True)
@@ -483,13 +564,18 @@ class LifecycleEvent:
     id: str
     type: EventType
     source: str
-    model: ModelRef
+    model: ModelRef | None  # None only for a drift event about a deployment that serves no model we can name
     at: datetime
     data: Mapping[str, Any]
     published_at: datetime | None = None
 
     @property
     def subject(self) -> str:
+        if self.type in DRIFT_EVENTS:
+            deployment = self.data.get("deployment")
+            where = f"onlineEndpoints/{self.data.get('endpoint')}"
+            return f"{where}/deployments/{deployment}" if deployment else where
+        assert self.model is not None
         return f"models/{self.model.name}/versions/{self.model.version}"
 
     def to_json(self) -> dict[str, Any]:

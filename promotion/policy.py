@@ -85,6 +85,12 @@ class ProductionRules:
     approval_ttl_hours: float = 168
     deploy_timeout_minutes: float = 90
     job_grace_minutes: float = 10
+    # Tags whose change between request and approval (or deployment) voids the promotion, e.g. a metric.
+    void_on_tag_change: tuple[str, ...] = ()
+    # A deployment at 0% traffic for longer than this is reported as stale drift; removed only when
+    # remove_stale_deployments is true, and never one a rollback could return to.
+    stale_deployment_days: float = 14
+    remove_stale_deployments: bool = False
 
     def endpoint_for(self, model: ModelRef) -> str:
         return self.endpoint.format(name=model.name, version=model.version)
@@ -100,6 +106,10 @@ class ProductionRules:
     @property
     def job_grace(self) -> timedelta:
         return timedelta(minutes=self.job_grace_minutes)
+
+    @property
+    def stale_after(self) -> timedelta:
+        return timedelta(days=self.stale_deployment_days)
 
 
 @dataclass(frozen=True)
@@ -174,6 +184,9 @@ _PRODUCTION_KEYS = (
     "approval_ttl_hours",
     "deploy_timeout_minutes",
     "job_grace_minutes",
+    "void_on_tag_change",
+    "stale_deployment_days",
+    "remove_stale_deployments",
 )
 
 
@@ -240,6 +253,9 @@ def _parse_production(fields: _Fields) -> ProductionRules:
         approval_ttl_hours=fields.duration("approval_ttl_hours", defaults.approval_ttl_hours),
         deploy_timeout_minutes=fields.duration("deploy_timeout_minutes", defaults.deploy_timeout_minutes),
         job_grace_minutes=fields.duration("job_grace_minutes", defaults.job_grace_minutes),
+        void_on_tag_change=fields.strings("void_on_tag_change") if "void_on_tag_change" in fields else (),
+        stale_deployment_days=fields.duration("stale_deployment_days", defaults.stale_deployment_days),
+        remove_stale_deployments=fields.boolean("remove_stale_deployments", defaults.remove_stale_deployments),
     )
 
 

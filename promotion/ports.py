@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from promotion.domain import (
     CopyState,
     Decision,
+    DriftFinding,
     LifecycleEvent,
     ModelRef,
     ModelVersion,
@@ -128,6 +129,27 @@ class EndpointState:
     busy: bool = False
 
 
+@dataclass(frozen=True)
+class OnlineEndpoint:
+    """One online endpoint as an endpoint listing shows it."""
+
+    name: str
+    traffic: Mapping[str, int]  # deployment -> percent; deployments without traffic are left out
+    busy: bool = False  # an operation is under way on it
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OnlineDeployment:
+    """One deployment as a deployment listing shows it."""
+
+    name: str
+    model: str | None  # the "name:version" it serves (our tag, or the tail of a registry model URI); None if unknown
+    model_uri: str | None
+    state: str  # the provisioning state: Succeeded, Creating, Updating, Deleting, Failed...
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
 class Deployer(Protocol):
     """The production workspace. Each step is idempotent and never waits for a long-running operation:
     it starts the work if needed and answers PENDING until the work has finished.
@@ -150,6 +172,19 @@ class Deployer(Protocol):
 
     def deployments_of(self, model: ModelRef) -> list[dict[str, Any]]:
         """Production deployments serving this model version: endpoint, deployment, traffic, state."""
+        ...
+
+    def online_endpoints(self) -> list[OnlineEndpoint]:
+        """Every online endpoint of the production workspace, with its traffic: one listing."""
+        ...
+
+    def online_deployments(self, endpoint: str) -> list[OnlineDeployment]:
+        """Every deployment of one endpoint, with what it serves: one listing; [] when the endpoint is gone."""
+        ...
+
+    def delete_deployment(self, endpoint: str, deployment: str) -> Progress:
+        """Start deleting a deployment; READY once it is gone. Azure refuses to delete a deployment that still has
+        traffic: that raises DeploymentFailed, as does any other refusal."""
         ...
 
 
@@ -273,4 +308,33 @@ class PromotionStore(Protocol):
 
     def purge_published(self, *, before: datetime) -> int:
         """Delete events published before `before`; returns how many."""
+        ...
+
+    # -- drift in production (see service.drift)
+
+    def drift_findings(self, *, open_only: bool = True) -> list[DriftFinding]:
+        """Drift findings, oldest first: the open ones, or every one kept (the resolved ones with resolved_at)."""
+        ...
+
+    def open_drift(self, finding: DriftFinding, events: Sequence[LifecycleEvent] = ()) -> bool:
+        """Record a new finding and the events that report it, in one transaction. False, and nothing written, when
+        a finding with the same key is open already (it is recorded, and published, once)."""
+        ...
+
+    def resolve_drift(self, finding: DriftFinding, events: Sequence[LifecycleEvent] = ()) -> bool:
+        """Close the open finding with `finding`'s key (`finding` carries resolved_at) and write the events, in one
+        transaction. False, and nothing written, when no such finding is open (another run closed it)."""
+        ...
+
+    def zero_traffic_since(self) -> dict[tuple[str, str], datetime]:
+        """(endpoint, deployment) -> when the app first saw that deployment at 0% traffic (Azure records no such
+        time)."""
+        ...
+
+    def note_zero_traffic(self, endpoint: str, deployment: str, at: datetime) -> datetime:
+        """Record that the deployment is at 0% now, unless that is recorded already; returns the first sighting."""
+        ...
+
+    def clear_zero_traffic(self, endpoint: str, deployment: str) -> None:
+        """Forget the 0% sighting (the deployment has traffic again, or is gone); nothing happens when there is none."""
         ...

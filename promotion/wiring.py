@@ -120,6 +120,17 @@ def deployment_ports() -> dict[str, Any]:
     }
 
 
+def drift_ports() -> dict[str, Any]:
+    """The ports of service.detect_drift."""
+    return {
+        "store": store(),
+        "deployer": backend().production,
+        "rules": policy().production,
+        "source": settings().events_source,
+        "clock": clock(),
+    }
+
+
 def copy_ports() -> dict[str, Any]:
     """The ports of service.advance_registry_copies."""
     current = settings()

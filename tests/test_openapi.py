@@ -84,3 +84,11 @@ def test_the_check_of_observed_statuses_can_fail():
     documented = documented_operations()
     assert 418 not in documented["request_promotion"][2]
     assert 202 not in documented["reject_promotion"][2]
+
+
+def test_the_documented_states_and_drift_kinds_are_the_domains():
+    from promotion.domain import DriftKind, State
+
+    schemas = SPEC["components"]["schemas"]
+    assert schemas["State"]["enum"] == [state.value for state in State]
+    assert schemas["DriftFinding"]["properties"]["kind"]["enum"] == [kind.value for kind in DriftKind]

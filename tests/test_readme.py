@@ -96,3 +96,11 @@ if __name__ == "__main__":  # pragma: no cover - a quick way to see the commands
     for found in console_commands(README.read_text(encoding="utf-8")):
         print(found.line, found.expected, sep="\n    ")
     pytest.main([__file__])
+
+
+def test_the_lifecycle_event_table_lists_exactly_the_events_the_app_publishes():
+    from promotion.domain import EventType
+
+    section = README.read_text(encoding="utf-8").split("## Notifications: lifecycle events", 1)[1].split("\n## ", 1)[0]
+    listed = re.findall(r"^\| `(ModelPromotion\.\w+)` \|", section, flags=re.MULTILINE)
+    assert listed == [event.value for event in EventType]

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from promotion.domain import DEPLOYMENT_MODEL_TAG, ModelRef, ModelVersion
+from promotion.domain import DEPLOYMENT_MODEL_TAG, ModelRef, ModelVersion, isoformat, now, served_model
 from promotion.ports import (
     AlreadyExists,
     CopyProgress,
@@ -36,6 +36,8 @@ from promotion.ports import (
     DeploymentFailed,
     DeploymentPlan,
     EndpointState,
+    OnlineDeployment,
+    OnlineEndpoint,
     Progress,
 )
 from promotion.settings import Settings
@@ -103,6 +105,10 @@ class LocalModels:
         and, as in Azure, no event is emitted."""
         return self._update(ref, lambda record: record["tags"].update(tags))
 
+    def set_archived(self, ref: ModelRef, archived: bool = True) -> ModelVersion:
+        """Archive a version (`az ml model archive`): it stays readable, and nothing else changes."""
+        return self._update(ref, lambda record: record.update(archived=archived))
+
     def _create(self, model: ModelVersion, fill_artifacts: Callable[[Path], object]) -> ModelVersion:
         final = self._folder(model.ref)
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -120,6 +126,10 @@ class LocalModels:
                 properties=dict(model.properties),
                 description=model.description,
                 path=str(final / "artifacts"),
+                asset_id=f"{self.root.parent.name}/{self.root.name}/models/{model.name}/versions/{model.version}",
+                flavors=dict(model.flavors),
+                # As Azure's systemData.createdAt: the backend's own record of when the version was created.
+                created_at=isoformat(now()),
             )
             (staged / "model.json").write_text(json.dumps(stored.to_json(), indent=2), encoding="utf-8")
             try:
@@ -261,6 +271,72 @@ class LocalDeployer:
     def list(self) -> list[dict[str, Any]]:
         return [json.loads(path.read_text(encoding="utf-8")) for path in sorted(self.endpoints.glob("[!.]*.json"))]
 
+    def online_endpoints(self) -> list[OnlineEndpoint]:
+        return [
+            OnlineEndpoint(
+                name=endpoint["name"],
+                traffic={name: share for name, share in endpoint["traffic"].items() if share},
+                tags=endpoint.get("tags") or {},
+            )
+            for endpoint in self.list()
+        ]
+
+    def online_deployments(self, endpoint: str) -> list[OnlineDeployment]:
+        path = self._path(endpoint)
+        if not path.exists():
+            return []
+        state = json.loads(path.read_text(encoding="utf-8"))
+        return [
+            OnlineDeployment(
+                name=deployment["name"],
+                model=served_model(deployment["tags"], deployment["model"]),
+                model_uri=deployment["model"],
+                state=deployment["state"],
+                tags=deployment["tags"],
+            )
+            for deployment in state["deployments"].values()
+        ]
+
+    def delete_deployment(self, endpoint: str, deployment: str) -> Progress:
+        if not self._path(endpoint).exists():
+            return Progress.READY
+        with self._endpoint(endpoint) as state:
+            if state.get("traffic", {}).get(deployment, 0):
+                raise DeploymentFailed(
+                    f"online deployment {deployment} on endpoint {endpoint} has {state['traffic'][deployment]}% of "
+                    "the traffic: move its traffic away before deleting it"
+                )
+            state.get("deployments", {}).pop(deployment, None)
+        return Progress.READY
+
+    def set_traffic_by_hand(self, endpoint: str, traffic: Mapping[str, int]) -> None:
+        """`az ml online-endpoint update --traffic` outside the app, with the service's rules: the endpoint and every
+        deployment named exist, and the shares are 0-100 and add up to 100 (or are all 0)."""
+        if not self._path(endpoint).exists():
+            raise LookupError(f"online endpoint {endpoint} does not exist")
+        if any(not 0 <= share <= 100 for share in traffic.values()) or sum(traffic.values()) not in (0, 100):
+            raise ValueError("traffic shares must be 0-100 and add up to 100")
+        self.set_traffic(endpoint, traffic)
+
+    def deploy_by_hand(self, endpoint: str, deployment: str, model_uri: str) -> None:
+        """What someone does with `az ml online-deployment create` outside the app: a deployment with no app tags
+        and no traffic, on an endpoint that exists."""
+        if not self._path(endpoint).exists():
+            raise LookupError(f"online endpoint {endpoint} does not exist")
+        if not _ENDPOINT_NAME.fullmatch(deployment):
+            raise ValueError(f"invalid deployment name {deployment!r}: 3-32 letters, digits or '-', a letter first")
+        with self._endpoint(endpoint) as state:
+            if deployment in state["deployments"]:
+                raise AlreadyExists(f"online deployment {deployment} already exists on endpoint {endpoint}")
+            state["deployments"][deployment] = {
+                "name": deployment,
+                "model": model_uri,
+                "instance_type": "Standard_F4s_v2",
+                "instance_count": 1,
+                "tags": {},
+                "state": "Succeeded",
+            }
+
     def _path(self, name: str) -> Path:
         if not _ENDPOINT_NAME.fullmatch(name):
             raise ValueError(f"invalid endpoint name {name!r}")
@@ -327,4 +403,8 @@ def _model_from_record(record: dict[str, Any]) -> ModelVersion:
         properties=record["properties"],
         description=record["description"],
         path=record["path"],
+        asset_id=record.get("asset_id"),
+        flavors=record.get("flavors") or {},
+        created_at=record.get("created_at"),
+        archived=bool(record.get("archived")),
     )

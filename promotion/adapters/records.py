@@ -18,6 +18,8 @@ from typing import Any
 from promotion.domain import (
     CopyState,
     Decision,
+    DriftFinding,
+    DriftKind,
     EventType,
     HistoryEntry,
     LifecycleEvent,
@@ -186,8 +188,9 @@ def event_record(event: LifecycleEvent) -> Record:
         "id": event.id,
         "type": event.type.value,
         "source": event.source,
-        "model_name": event.model.name,
-        "model_version": event.model.version,
+        # "" for a drift event that names no model (the columns stay NOT NULL for the events written before)
+        "model_name": event.model.name if event.model else "",
+        "model_version": event.model.version if event.model else "",
         "at": stamp(event.at),
         "data": json.dumps(dict(event.data)),
         "published_at": stamp(event.published_at) if event.published_at else None,
@@ -200,7 +203,7 @@ def event_from_record(record: Mapping[str, Any]) -> LifecycleEvent:
         id=record["id"],
         type=EventType(record["type"]),
         source=record["source"],
-        model=ModelRef(record["model_name"], record["model_version"]),
+        model=ModelRef(record["model_name"], record["model_version"]) if record["model_name"] else None,
         at=parse_stamp(record["at"]),
         data=json.loads(record["data"]),
         published_at=parse_stamp(published) if published else None,
@@ -210,3 +213,39 @@ def event_from_record(record: Mapping[str, Any]) -> LifecycleEvent:
 def in_order(events: list[LifecycleEvent]) -> list[LifecycleEvent]:
     # The id breaks ties so both stores order equal timestamps the same way.
     return sorted(events, key=lambda e: (e.at, e.id))
+
+
+def drift_record(finding: DriftFinding) -> Record:
+    return {
+        "key": finding.key,
+        "kind": finding.kind.value,
+        "endpoint": finding.endpoint,
+        "deployment": finding.deployment,
+        "expected": json.dumps(dict(finding.expected)),
+        "actual": json.dumps(dict(finding.actual)),
+        "promotion_id": finding.promotion_id,
+        "model_name": finding.model.name if finding.model else None,
+        "model_version": finding.model.version if finding.model else None,
+        "detected_at": stamp(finding.detected_at),
+        "resolved_at": stamp(finding.resolved_at) if finding.resolved_at else None,
+    }
+
+
+def drift_from_record(record: Mapping[str, Any]) -> DriftFinding:
+    name, resolved = record.get("model_name"), record.get("resolved_at")
+    return DriftFinding(
+        kind=DriftKind(record["kind"]),
+        endpoint=record["endpoint"],
+        deployment=record["deployment"],
+        expected=json.loads(record["expected"]),
+        actual=json.loads(record["actual"]),
+        detected_at=parse_stamp(record["detected_at"]),
+        promotion_id=record.get("promotion_id"),
+        model=ModelRef(name, record["model_version"]) if name else None,
+        resolved_at=parse_stamp(resolved) if resolved else None,
+    )
+
+
+def findings_in_order(findings: list[DriftFinding]) -> list[DriftFinding]:
+    # The key breaks ties so both stores order equal timestamps the same way.
+    return sorted(findings, key=lambda f: (f.detected_at, f.key))

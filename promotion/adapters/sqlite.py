@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 from promotion.adapters import records
-from promotion.domain import CopyState, Decision, LifecycleEvent, ModelRef, Promotion, RegistryCopy, State
+from promotion.domain import CopyState, Decision, DriftFinding, LifecycleEvent, ModelRef, Promotion, RegistryCopy, State
 from promotion.ports import CopyClaimed, OpenPromotionExists, PromotionNotFound, StaleRevision, StoreUnavailable
 
 _SCHEMA = """
@@ -90,6 +90,28 @@ CREATE TABLE IF NOT EXISTS decisions (
     policy_digest TEXT,
     decided_at TEXT NOT NULL,
     PRIMARY KEY (scope, event_id)
+);
+CREATE TABLE IF NOT EXISTS drift (
+    key TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    deployment TEXT NOT NULL,
+    expected TEXT NOT NULL,
+    actual TEXT NOT NULL,
+    promotion_id TEXT,
+    model_name TEXT,
+    model_version TEXT,
+    detected_at TEXT NOT NULL,
+    resolved_at TEXT,
+    -- the key while the finding is open, NULL once resolved: at most one open finding per key
+    open_key TEXT UNIQUE,
+    PRIMARY KEY (key, detected_at)
+);
+CREATE TABLE IF NOT EXISTS zero_traffic (
+    endpoint TEXT NOT NULL,
+    deployment TEXT NOT NULL,
+    since TEXT NOT NULL,
+    PRIMARY KEY (endpoint, deployment)
 );
 """
 
@@ -249,6 +271,53 @@ class SqlitePromotionStore:
     def purge_published(self, *, before: datetime) -> int:
         with self._transaction() as db:
             return db.execute("DELETE FROM outbox WHERE published_at < ?", (records.stamp(before),)).rowcount
+
+    # -- drift in production
+
+    def drift_findings(self, *, open_only: bool = True) -> list[DriftFinding]:
+        where = " WHERE open_key IS NOT NULL" if open_only else ""
+        with self._transaction(write=False) as db:
+            rows = db.execute(f"SELECT * FROM drift{where}").fetchall()
+        return records.findings_in_order([records.drift_from_record(dict(row)) for row in rows])
+
+    def open_drift(self, finding: DriftFinding, events: Sequence[LifecycleEvent] = ()) -> bool:
+        row = {**records.drift_record(finding), "open_key": finding.key}
+        with self._transaction() as db:
+            if _insert(db, "drift", row, verb="INSERT OR IGNORE") != 1:
+                return False
+            _append_events(db, events)
+        return True
+
+    def resolve_drift(self, finding: DriftFinding, events: Sequence[LifecycleEvent] = ()) -> bool:
+        if finding.resolved_at is None:
+            raise ValueError("a resolved finding needs its resolved_at")
+        with self._transaction() as db:
+            changed = db.execute(
+                "UPDATE drift SET resolved_at = ?, open_key = NULL WHERE open_key = ?",
+                (records.stamp(finding.resolved_at), finding.key),
+            ).rowcount
+            if changed != 1:
+                return False
+            _append_events(db, events)
+        return True
+
+    def zero_traffic_since(self) -> dict[tuple[str, str], datetime]:
+        with self._transaction(write=False) as db:
+            rows = db.execute("SELECT * FROM zero_traffic").fetchall()
+        return {(row["endpoint"], row["deployment"]): records.parse_stamp(row["since"]) for row in rows}
+
+    def note_zero_traffic(self, endpoint: str, deployment: str, at: datetime) -> datetime:
+        row = {"endpoint": endpoint, "deployment": deployment, "since": records.stamp(at)}
+        with self._transaction() as db:
+            _insert(db, "zero_traffic", row, verb="INSERT OR IGNORE")
+            (since,) = db.execute(
+                "SELECT since FROM zero_traffic WHERE endpoint = ? AND deployment = ?", (endpoint, deployment)
+            ).fetchone()
+        return records.parse_stamp(since)
+
+    def clear_zero_traffic(self, endpoint: str, deployment: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM zero_traffic WHERE endpoint = ? AND deployment = ?", (endpoint, deployment))
 
     # -- helpers ----------------------------------------------------------------------------------------
 

@@ -11,6 +11,9 @@ partition only) together with the lifecycle events that report it:
       RowKey "d|{name}:{ver}|{cause}"       one decision per cause ("d||{cause}" when the event named no model)
       RowKey "o|{at}|{event id}"            an unpublished lifecycle event (the outbox), oldest first
       RowKey "s|{published at}|{event id}"  a published one, kept for the retention period
+      RowKey "f|open|{kind}|{endpoint}|{deployment}"   an open drift finding, one per key
+      RowKey "f|done|{resolved at}|{finding key}"       a resolved one
+      RowKey "z|{endpoint}|{deployment}"    when the app first saw that deployment at 0% traffic
 
 - add: create promotion + its history + the lock + its events together; a lock that already exists fails the
   whole transaction, so "check for an open promotion, then insert" cannot race.
@@ -39,7 +42,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from promotion.adapters import records
-from promotion.domain import CopyState, Decision, LifecycleEvent, ModelRef, Promotion, RegistryCopy, State
+from promotion.domain import CopyState, Decision, DriftFinding, LifecycleEvent, ModelRef, Promotion, RegistryCopy, State
 from promotion.ports import CopyClaimed, OpenPromotionExists, PromotionNotFound, StaleRevision, StoreUnavailable
 
 PARTITION = "promotions"
@@ -333,6 +336,73 @@ class TablePromotionStore:
                 self._table().delete_entity(PARTITION, entity["RowKey"])
         return len(old)
 
+    # -- drift in production: a finding and the event that reports it are one transaction
+
+    @_available
+    def drift_findings(self, *, open_only: bool = True) -> list[DriftFinding]:
+        ranges = [("f|open|", "f|open" + _END)] + ([] if open_only else [("f|done|", "f|done" + _END)])
+        found = [records.drift_from_record(entity) for low, high in ranges for entity in self._between(low, high)]
+        return records.findings_in_order(found)
+
+    @_available
+    def open_drift(self, finding: DriftFinding, events: Sequence[LifecycleEvent] = ()) -> bool:
+        from azure.data.tables import TableErrorCode, TableTransactionError
+
+        entity = {"PartitionKey": PARTITION, "RowKey": _open_finding_key(finding), **records.drift_record(finding)}
+        try:
+            self._table().submit_transaction([("create", entity), *_event_operations(events)])
+        except TableTransactionError as error:
+            if error.error_code == TableErrorCode.ENTITY_ALREADY_EXISTS and error.index == 0:
+                return False
+            raise
+        return True
+
+    @_available
+    def resolve_drift(self, finding: DriftFinding, events: Sequence[LifecycleEvent] = ()) -> bool:
+        from azure.data.tables import TableErrorCode, TableTransactionError
+
+        if finding.resolved_at is None:
+            raise ValueError("a resolved finding needs its resolved_at")
+        done = f"f|done|{records.stamp(finding.resolved_at)}|{finding.key}"
+        operations = [
+            ("delete", {"PartitionKey": PARTITION, "RowKey": _open_finding_key(finding)}),
+            ("create", {"PartitionKey": PARTITION, "RowKey": done, **records.drift_record(finding)}),
+            *_event_operations(events),
+        ]
+        try:
+            self._table().submit_transaction(operations)
+        except TableTransactionError as error:
+            if error.error_code == TableErrorCode.RESOURCE_NOT_FOUND and error.index == 0:
+                return False
+            raise
+        return True
+
+    @_available
+    def zero_traffic_since(self) -> dict[tuple[str, str], datetime]:
+        return {
+            (entity["endpoint"], entity["deployment"]): records.parse_stamp(entity["since"])
+            for entity in self._between("z|", "z" + _END)
+        }
+
+    @_available
+    def note_zero_traffic(self, endpoint: str, deployment: str, at: datetime) -> datetime:
+        from azure.core.exceptions import ResourceExistsError
+
+        row = f"z|{endpoint}|{deployment}"
+        entity = {"PartitionKey": PARTITION, "RowKey": row, "endpoint": endpoint, "deployment": deployment}
+        try:
+            self._table().create_entity({**entity, "since": records.stamp(at)})
+            return at
+        except ResourceExistsError:
+            return records.parse_stamp(self._table().get_entity(PARTITION, row)["since"])
+
+    @_available
+    def clear_zero_traffic(self, endpoint: str, deployment: str) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        with contextlib.suppress(ResourceNotFoundError):
+            self._table().delete_entity(PARTITION, f"z|{endpoint}|{deployment}")
+
     # -- helpers
 
     def _query(self, query_filter: str, **parameters: str) -> Iterable[Any]:
@@ -441,6 +511,10 @@ def _copy_entity(copy: RegistryCopy) -> dict[str, Any]:
 
 def _copy_from_entity(entity: Any) -> RegistryCopy:
     return records.copy_from_record(entity, entity.metadata["etag"])
+
+
+def _open_finding_key(finding: DriftFinding) -> str:
+    return f"f|open|{finding.key}"
 
 
 def _outbox_key(event: LifecycleEvent) -> str:

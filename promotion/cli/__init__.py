@@ -113,6 +113,30 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="print JSON (the default is a table)")
     listing.set_defaults(run=local_list)
 
+    by_hand = local.add_parser(
+        "deploy-by-hand", help="deploy a registry model version to a production endpoint outside the app (no traffic)"
+    )
+    by_hand.add_argument("--endpoint", required=True)
+    by_hand.add_argument("--deployment", required=True)
+    by_hand.add_argument("--model", required=True, metavar="NAME:VERSION")
+    by_hand.set_defaults(run=local_deploy_by_hand)
+    traffic = local.add_parser("set-traffic", help="set a production endpoint's traffic outside the app")
+    traffic.add_argument("--endpoint", required=True)
+    traffic.add_argument(
+        "--traffic", action="append", required=True, metavar="DEPLOYMENT=PERCENT", help="the shares add up to 100"
+    )
+    traffic.set_defaults(run=local_set_traffic)
+    delete = local.add_parser(
+        "delete-deployment", help="delete a production deployment outside the app (refused while it has traffic)"
+    )
+    delete.add_argument("--endpoint", required=True)
+    delete.add_argument("--deployment", required=True)
+    delete.set_defaults(run=local_delete_deployment)
+
+    drift = commands.add_parser("drift", help="compare production with what was approved; record and report drift")
+    drift.add_argument("--json", action="store_true", help="print JSON")
+    drift.set_defaults(run=run_drift)
+
     commands.add_parser("demo", help="run the whole flow on the local backend, step by step").set_defaults(run=run_demo)
     return parser
 
@@ -320,6 +344,80 @@ def local_list(args: argparse.Namespace) -> int:
             tags = " ".join(f"{key}={value}" for key, value in item["tags"].items())
             print(f"{item['name']}:{item['version']}  {item['type']}  {tags}")
     return 0
+
+
+def _by_hand(action: Any) -> None:
+    """Run a change outside the app on the local production folder; its refusals are user errors."""
+    from promotion.ports import AlreadyExists, DeploymentFailed
+
+    try:
+        action()
+    except (AlreadyExists, DeploymentFailed, LookupError, ValueError) as error:
+        raise CommandError(str(error)) from None
+
+
+def local_deploy_by_hand(args: argparse.Namespace) -> int:
+    from promotion.cli.local import local_backend
+
+    settings = local_settings()
+    uri = settings.registry_model_uri(ModelRef.from_text(args.model))
+    _by_hand(lambda: local_backend(settings).production.deploy_by_hand(args.endpoint, args.deployment, uri))
+    print(f"{args.endpoint}/{args.deployment} serves {uri} (0% of the traffic)")
+    return 0
+
+
+def local_set_traffic(args: argparse.Namespace) -> int:
+    from promotion.cli.local import local_backend
+
+    traffic = {}
+    for name, share in pairs(args.traffic, "--traffic").items():
+        if not share.isdigit():
+            raise CommandError(f"--traffic {name}={share}: expected a whole percent such as {name}=100")
+        traffic[name] = int(share)
+    _by_hand(lambda: local_backend().production.set_traffic_by_hand(args.endpoint, traffic))
+    print(f"{args.endpoint} traffic={json.dumps(traffic)}")
+    return 0
+
+
+def local_delete_deployment(args: argparse.Namespace) -> int:
+    from promotion.cli.local import local_backend
+
+    _by_hand(lambda: local_backend().production.delete_deployment(args.endpoint, args.deployment))
+    print(f"{args.endpoint}/{args.deployment} deleted")
+    return 0
+
+
+# --- drift -----------------------------------------------------------------------------------------
+
+
+def run_drift(args: argparse.Namespace) -> int:
+    from promotion import service
+
+    report = service.detect_drift(**wiring.drift_ports())
+    service.publish_soon(wiring.store(), wiring.publisher(), clock=wiring.clock())
+    if args.json:
+        _print_json(report.to_json())
+        return 1 if report.errors else 0
+    for finding in report.detected:
+        print(f"drift found:    {describe_drift(finding)}")
+    for finding in report.resolved:
+        print(f"drift resolved: {describe_drift(finding)}")
+    for endpoint, why in report.skipped.items():
+        print(f"left for the next run: {endpoint}: {why}")
+    for where, error in report.errors.items():
+        print(f"error: {where}: {error}")
+    print(
+        f"{len(report.examined)} endpoints compared, {len(report.detected)} new findings, "
+        f"{len(report.resolved)} resolved, {len(report.open)} open"
+    )
+    return 1 if report.errors else 0
+
+
+def describe_drift(finding: Any) -> str:
+    where = f"{finding.endpoint}/{finding.deployment}" if finding.deployment else finding.endpoint
+    return f"{finding.kind.value} on {where}: expected {json.dumps(dict(finding.expected))}, " + (
+        f"found {json.dumps(dict(finding.actual))}"
+    )
 
 
 def run_demo(args: argparse.Namespace) -> int:

@@ -153,7 +153,20 @@ def run() -> int:
         for entry in promotion["history"]:
             print(f"     {entry['at']}  {entry['actor']:<22} {entry['action']}")
 
-    _step(9, "Every change was recorded as a lifecycle event (a CloudEvent, published when a topic is set)")
+    _step(9, "Someone deploys by hand to the production endpoint; detect_drift (a timer, hourly) finds it")
+    endpoint = backend.production.online_endpoints()[0].name
+    by_hand = f"hotfix-{good.version}"
+    backend.production.deploy_by_hand(endpoint, by_hand, settings.registry_model_uri(weak))
+    functions["detect_drift"](TimerRequest(past_due=False))
+    for finding in store.drift_findings():
+        print(f"   drift found: {finding.kind.value} on {endpoint}/{finding.deployment} ({finding.actual['model']})")
+    backend.production.delete_deployment(endpoint, by_hand)
+    functions["detect_drift"](TimerRequest(past_due=False))
+    resolved = [f for f in store.drift_findings(open_only=False) if f.resolved_at and f.deployment == by_hand]
+    for finding in resolved:
+        print(f"   once the deployment is gone, the next run resolves it: {finding.kind.value} resolved")
+
+    _step(10, "Every change was recorded as a lifecycle event (a CloudEvent, published when a topic is set)")
     for event in store.events():
         state = "published" if event.published_at else "in the outbox"
         print(f"   {event.type.value:<36} {event.subject}  ({state})")

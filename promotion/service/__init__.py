@@ -5,7 +5,9 @@ locally and in tests:
 - copies: the timer finishes registry copies (lineage, or the failure);
 - reconcile: the sweep that catches what events miss, and the policy backtest;
 - approval: production sharing requests, N-of-M approvals, rejection, expiry and rollback;
+- artifact: the check that binds an approval to the exact registry version requested;
 - deployment: the deployment worker and its timer;
+- drift: production compared with what was approved;
 - lifecycle: the lifecycle events the app publishes (a transactional outbox);
 - status: the status view of a model version.
 """
@@ -23,8 +25,10 @@ from promotion.service.approval import (
     request_promotion,
     rollback,
 )
+from promotion.service.artifact import Voided
 from promotion.service.copies import advance_registry_copies
 from promotion.service.deployment import advance_deployments, deploy, fail_abandoned_job
+from promotion.service.drift import detect_drift
 from promotion.service.lifecycle import publish_pending, publish_soon, purge_published
 from promotion.service.propagation import consider, propagate
 from promotion.service.reconcile import backtest, reconcile
@@ -36,6 +40,7 @@ __all__ = [
     "ModelNotInRegistry",
     "NotAllowed",
     "NotDeployable",
+    "Voided",
     "advance_deployments",
     "advance_registry_copies",
     "advance_rollback",
@@ -43,6 +48,7 @@ __all__ = [
     "backtest",
     "consider",
     "deploy",
+    "detect_drift",
     "expire_stale_requests",
     "fail_abandoned_job",
     "model_status",

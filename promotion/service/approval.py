@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
-from promotion import logs
+from promotion import fingerprint, logs
 from promotion.domain import (
     APPROVAL_ACTION,
     DEPLOYABLE_MODEL_TYPES,
@@ -32,6 +32,7 @@ from promotion.ports import (
     RegistryModels,
     StaleRevision,
 )
+from promotion.service.artifact import Voided, check_artifact, voided
 from promotion.service.common import Clock, detail, saved_or_current
 from promotion.service.lifecycle import promotion_event
 
@@ -82,6 +83,10 @@ def request_promotion(
             f"model {ref} is a {model.type}: Azure ML deploys only {' and '.join(DEPLOYABLE_MODEL_TYPES)} models "
             "without an environment and a scoring script, and this app deploys registry models as they are"
         )
+    if model.archived:
+        raise NotDeployable(f"model {ref} is archived in the registry; restore it before asking for production")
+    # The exact version the approvers will see: checked again before each approval and before deployment.
+    artifact = fingerprint.record(model)
     for _ in range(_ATTEMPTS):
         at = clock()
         promotion = Promotion(
@@ -92,7 +97,7 @@ def request_promotion(
             created_at=at,
             updated_at=at,
             reason=reason,
-            history=(HistoryEntry(at, caller.name, "requested", detail(caller, reason=reason)),),
+            history=(HistoryEntry(at, caller.name, "requested", detail(caller, reason=reason, artifact=artifact)),),
         )
         event = promotion_event(
             EventType.APPROVAL_REQUESTED,
@@ -103,6 +108,7 @@ def request_promotion(
             reason=reason,
             requested_by=caller.name,
             required_approvals=rules.required_approvals,
+            artifact=fingerprint.for_event(artifact),
         )
         try:
             added = store.add(promotion, [event])
@@ -124,17 +130,27 @@ def approve(
     comment: str | None,
     rules: ProductionRules,
     store: PromotionStore,
+    registry: RegistryModels,
     source: str,
     clock: Clock,
 ) -> Promotion:
-    """Record one approval. The promotion becomes `approved` at the `required_approvals`-th distinct approver."""
+    """Record one approval. The promotion becomes `approved` at the `required_approvals`-th distinct approver.
+
+    The registry version is read again first: if it is no longer the one requested (see service.artifact), the
+    promotion is voided instead, and Voided raises with the reason."""
 
     def change(promotion: Promotion) -> tuple[Promotion, list[Any]]:
         _check_decider(promotion, caller, rules)
         if any(caller.is_same_person(entry.actor, entry.detail.get("principal_id")) for entry in promotion.approvals):
             raise Conflict(f"{caller.name} has approved promotion {promotion.id} already")
+        comparison = check_artifact(promotion, registry.get(promotion.model), rules=rules)
+        if comparison is not None and comparison.void_reason:
+            return voided(promotion, comparison, actor=caller.name, source=source, clock=clock)
         at = clock()
-        approved = promotion.note(APPROVAL_ACTION, actor=caller.name, at=at, detail=detail(caller, comment=comment))
+        seen = detail(caller, comment=comment)
+        if comparison is not None and comparison.tag_changes:
+            seen.update(comparison.detail())  # the approval counts; the history shows what the approver saw change
+        approved = promotion.note(APPROVAL_ACTION, actor=caller.name, at=at, detail=seen)
         names = [entry.actor for entry in approved.approvals]
         if len(names) < rules.required_approvals:
             return approved, []
@@ -145,8 +161,9 @@ def approve(
             detail={"approvals": len(names)},
             approved_by=", ".join(names),
         )
+        artifact = {"artifact": fingerprint.for_event(approved.artifact)} if approved.artifact else {}
         event = promotion_event(
-            EventType.APPROVED, approved, actor=caller.name, comment=comment, source=source, approvals=names
+            EventType.APPROVED, approved, actor=caller.name, comment=comment, source=source, approvals=names, **artifact
         )
         return approved, [event]
 
@@ -197,6 +214,11 @@ def _change(
             except StaleRevision:
                 continue
             log.info("promotion %s is %s (%s)", saved.id, saved.state.value, saved.history[-1].action)
+            if saved.state is State.VOIDED:
+                raise Voided(
+                    f"promotion {saved.id} is voided and nothing will deploy: {saved.error}; "
+                    "request production sharing again to start over"
+                )
             return saved
     raise ConcurrentChange(f"promotion {promotion_id} kept changing; reload it and try again")
 

@@ -45,6 +45,7 @@ from promotion.ports import (
     StaleRevision,
 )
 from promotion.service.approval import advance_rollback, expire_stale_requests
+from promotion.service.artifact import check_artifact, voided
 from promotion.service.common import Clock, saved_or_current
 from promotion.service.lifecycle import promotion_event
 
@@ -91,6 +92,11 @@ def _start(
     clock: Clock,
 ) -> Promotion:
     model = registry.get(promotion.model)
+    comparison = check_artifact(promotion, model, rules=rules)
+    if comparison is not None and comparison.void_reason:
+        # What was approved is no longer what would deploy: nothing deploys.
+        void, events = voided(promotion, comparison, actor=DEPLOY_ACTOR, source=source, clock=clock)
+        return store.save(void, events)
     if model is None:
         return _fail(store, promotion, f"model {promotion.model} is no longer in the registry", source, clock)
     at = clock()

@@ -29,6 +29,8 @@ def model_status(
         "production": deployer.deployments_of(ref),
         "promotions": [promotion.to_json() for promotion in store.list(model=ref)],
         "decisions": [decision.to_json() for decision in reversed(store.decisions(ref))],
+        # Open drift findings about this version: production does not match what was approved.
+        "drift": [finding.to_json() for finding in store.drift_findings() if finding.model == ref],
     }
     known = ("staging", "registry", "copy", "production", "promotions", "decisions")
     return status if any(status[key] for key in known) else None

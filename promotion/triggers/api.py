@@ -75,7 +75,7 @@ def answer_for(error: Exception) -> func.HttpResponse:
         (401, (Unauthenticated,)),
         (403, (service.NotAllowed,)),
         (404, (PromotionNotFound, service.ModelNotInRegistry)),
-        (409, (InvalidTransition, service.ConcurrentChange, service.Conflict)),
+        (409, (InvalidTransition, service.ConcurrentChange, service.Conflict, service.Voided)),
         (413, (TooLarge,)),
     ]
     for status, kinds in statuses:
@@ -266,13 +266,19 @@ def get_promotion(req: func.HttpRequest) -> func.HttpResponse:
 @bp.queue_output(arg_name="jobs", queue_name=JOBS_QUEUE, connection=STORAGE)
 @json_api
 def approve_promotion(req: func.HttpRequest, jobs: func.Out[str]) -> func.HttpResponse:
-    from promotion import service
+    from promotion import service, wiring
     from promotion.domain import State
 
     caller = _caller(req)
     promotion_id = _promotion_id(req)
     comment = _text(_body(req, required=False), "comment", required=False)
-    promotion = service.approve(promotion_id, caller=caller, comment=comment, **_workflow())
+    try:
+        promotion = service.approve(
+            promotion_id, caller=caller, comment=comment, registry=wiring.backend().registry, **_workflow()
+        )
+    except service.Voided:
+        publish_soon()  # the Voided event, now; the answer is a 409
+        raise
     if promotion.state is not State.APPROVED:
         return _json(200, promotion.to_json())  # more approvals are needed
     # Only the approval that completed the promotion reaches this line, so one job is queued.

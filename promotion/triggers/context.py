@@ -3,6 +3,26 @@ modules at every cold start only to index the functions)."""
 
 from __future__ import annotations
 
+import logging
+import os
+import re
+
+# Six fields (seconds first), as the Functions timer trigger expects; the host validates the rest.
+_NCRONTAB = re.compile(r"\S+( \S+){5}")
+
+
+def schedule_setting(setting: str, default: str, fallback: str) -> str:
+    """A timer's schedule from an app setting (an NCRONTAB expression), read when the host indexes the functions.
+
+    Failing here would fail the indexing of every function, so a malformed value keeps the default and says why."""
+    schedule = " ".join(os.environ.get(setting, "").split())
+    if not schedule:
+        return default
+    if not _NCRONTAB.fullmatch(schedule):
+        logging.getLogger("promotion").error("setting %s is not a six-field NCRONTAB expression; %s", setting, fallback)
+        return default
+    return schedule
+
 
 def publish_soon() -> None:
     """Try to publish the lifecycle events this invocation recorded: one short attempt, never an error. What it

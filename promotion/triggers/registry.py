@@ -8,30 +8,19 @@ read when the host indexes the functions.
 from __future__ import annotations
 
 import logging
-import os
-import re
 
 import azure.functions as func
 
-from promotion.triggers.context import publish_soon
+from promotion.triggers.context import publish_soon, schedule_setting
 
 bp = func.Blueprint()
 log = logging.getLogger("promotion")
 
 DEFAULT_RECONCILE_SCHEDULE = "0 0 * * * *"
-# Six fields (seconds first), as the Functions timer trigger expects; the host validates the rest.
-_NCRONTAB = re.compile(r"\S+( \S+){5}")
 
 
 def reconcile_schedule() -> str:
-    schedule = " ".join(os.environ.get("PROMOTION_RECONCILE_SCHEDULE", "").split())
-    if not schedule:
-        return DEFAULT_RECONCILE_SCHEDULE
-    if not _NCRONTAB.fullmatch(schedule):
-        # Failing here would fail the indexing of every function, so the sweep keeps its default and says why.
-        log.error("setting PROMOTION_RECONCILE_SCHEDULE is not a six-field NCRONTAB expression; reconcile runs hourly")
-        return DEFAULT_RECONCILE_SCHEDULE
-    return schedule
+    return schedule_setting("PROMOTION_RECONCILE_SCHEDULE", DEFAULT_RECONCILE_SCHEDULE, "reconcile runs hourly")
 
 
 @bp.function_name("advance_registry_copies")

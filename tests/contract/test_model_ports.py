@@ -4,6 +4,7 @@ suite cannot drift apart."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from promotion.adapters.azureml import AzureMLBackend
 from promotion.adapters.local import LocalBackend
 from promotion.domain import DEPLOYMENT_MODEL_TAG, Lineage, ModelRef, ModelVersion
+from promotion.fingerprint import fingerprint
 from promotion.ports import AlreadyExists, CopyProgress, DeploymentFailed, DeploymentPlan, Progress
 from promotion.settings import Settings
 from tests.fakes.azureml_http import FakeAzureML
@@ -52,6 +54,12 @@ class LocalWorld:
     def finish_operations(self) -> None:
         """Local operations finish at once."""
 
+    def archive(self, ref: ModelRef) -> None:
+        self.backend.registry.set_archived(ref)
+
+    def deploy_by_hand(self, endpoint: str, deployment: str, model_uri: str) -> None:
+        self.backend.production.deploy_by_hand(endpoint, deployment, model_uri)
+
 
 class AzureWorld:
     def __init__(self, fake: FakeAzureML, settings: Settings):
@@ -87,6 +95,12 @@ class AzureWorld:
         self.fake.add_deployment(
             endpoint, deployment, model="azureml://registries/shared-registry/models/taxi-fare/versions/3"
         )
+
+    def archive(self, ref: ModelRef) -> None:
+        self.fake.archive_registry_model(ref.name, ref.version)
+
+    def deploy_by_hand(self, endpoint: str, deployment: str, model_uri: str) -> None:
+        self.fake.add_deployment(endpoint, deployment, model=model_uri)
 
     def finish_operations(self) -> None:
         """The service finishes what is under way, as it would after a few minutes."""
@@ -257,3 +271,53 @@ def test_a_deployment_name_serving_another_model_fails(world):
     world.seed_live_deployment("taxi-fare-prod", "taxi-fare-v4")  # serves taxi-fare:3
     with pytest.raises(DeploymentFailed, match="serves"):
         world.backend.production.ensure_deployment(plan())
+
+
+def test_registry_reads_carry_the_immutable_parts_and_whether_the_version_is_archived(world):
+    world.seed_registry(SOURCE)
+    registry = world.backend.registry
+    read = registry.get(REF)
+    assert "taxi-fare" in read.asset_id and read.asset_id.endswith("/versions/4")
+    assert read.created_at and isinstance(read.flavors, Mapping) and read.archived is False
+    assert fingerprint(registry.get(REF)) == fingerprint(read)  # the same version reads the same
+    registry.tag(REF, {"accuracy": "0.5"}, None)
+    world.archive(REF)
+    now = registry.get(REF)
+    assert now.archived is True and now.tags["accuracy"] == "0.5"
+    assert fingerprint(now) == fingerprint(read)  # tags and the archive flag are metadata, not content
+
+
+def test_the_endpoint_and_deployment_listings_name_what_each_deployment_serves(world):
+    world.seed_live_deployment("taxi-fare-prod", "taxi-fare-v3")
+    world.deploy_by_hand(
+        "taxi-fare-prod", "by-hand", "azureml://registries/shared-registry/models/taxi-fare/versions/9"
+    )
+    production = world.backend.production
+    [endpoint] = production.online_endpoints()
+    assert (endpoint.name, dict(endpoint.traffic), endpoint.busy) == ("taxi-fare-prod", {"taxi-fare-v3": 100}, False)
+    deployments = {d.name: d for d in production.online_deployments("taxi-fare-prod")}
+    assert {name: d.model for name, d in deployments.items()} == {
+        "taxi-fare-v3": "taxi-fare:3",
+        "by-hand": "taxi-fare:9",
+    }
+    assert deployments["by-hand"].model_uri.endswith("/taxi-fare/versions/9")
+    assert DEPLOYMENT_MODEL_TAG not in deployments["by-hand"].tags
+    assert deployments["by-hand"].state.lower() == "succeeded"
+    assert production.online_deployments("nothing-here") == []
+
+
+def test_a_deployment_with_traffic_is_never_deleted_and_one_without_is(world):
+    world.seed_live_deployment("taxi-fare-prod", "taxi-fare-v3")
+    world.deploy_by_hand(
+        "taxi-fare-prod", "by-hand", "azureml://registries/shared-registry/models/taxi-fare/versions/9"
+    )
+    production = world.backend.production
+    with pytest.raises(DeploymentFailed, match="traffic"):
+        production.delete_deployment("taxi-fare-prod", "taxi-fare-v3")
+    for _ in range(3):
+        if production.delete_deployment("taxi-fare-prod", "by-hand") is Progress.READY:
+            break
+        world.finish_operations()
+    assert [d.name for d in production.online_deployments("taxi-fare-prod")] == ["taxi-fare-v3"]
+    assert production.delete_deployment("taxi-fare-prod", "by-hand") is Progress.READY
+    assert production.delete_deployment("nothing-here", "by-hand") is Progress.READY

@@ -26,11 +26,14 @@ from promotion.adapters.tables import TablePromotionStore
 from promotion.domain import (
     CopyState,
     Decision,
+    DriftFinding,
+    DriftKind,
     EventType,
     HistoryEntry,
     LifecycleEvent,
     Lineage,
     ModelRef,
+    ModelVersion,
     Outcome,
     Promotion,
     RegistryCopy,
@@ -998,3 +1001,99 @@ def test_a_table_store_needs_a_connection_string_or_an_endpoint_but_not_both() -
         TablePromotionStore()
     with pytest.raises(ValueError):
         TablePromotionStore("UseDevelopmentStorage=true", endpoint="https://acct.table.core.windows.net")
+
+
+# --- drift findings and 0% sightings ---------------------------------------------------------------
+
+
+def finding(
+    kind: DriftKind = DriftKind.TRAFFIC_CHANGED, *, deployment: str = "", at: datetime = T0, **changes: object
+) -> DriftFinding:
+    base = DriftFinding(
+        kind=kind,
+        endpoint="credit-risk-prod",
+        deployment=deployment,
+        expected={"traffic": {"credit-risk-v3": 100}},
+        actual={"traffic": {"credit-risk-v3": 50, "by-hand": 50}},
+        detected_at=at,
+        promotion_id="p-1",
+        model=CREDIT,
+    )
+    return replace(base, **changes)
+
+
+def drift_event(found: DriftFinding, type: EventType = EventType.DRIFT_DETECTED) -> LifecycleEvent:
+    data = {"kind": found.kind.value, "endpoint": found.endpoint, "deployment": found.deployment}
+    return LifecycleEvent(str(uuid.uuid4()), type, SOURCE, None, found.resolved_at or found.detected_at, data)
+
+
+def test_a_drift_finding_and_its_event_are_recorded_once_and_round_trip(store: PromotionStore) -> None:
+    found = finding()
+    event = drift_event(found)
+    assert store.open_drift(found, [event]) is True
+    assert store.open_drift(replace(found, detected_at=T0 + timedelta(hours=1)), [drift_event(found)]) is False
+    assert store.drift_findings() == [found]
+    [stored] = store.events()
+    assert stored.to_json() == event.to_json() and stored.model is None
+    assert stored.subject == "onlineEndpoints/credit-risk-prod"
+
+
+def test_findings_of_other_kinds_or_deployments_are_apart_and_listed_oldest_first(store: PromotionStore) -> None:
+    later = finding(DriftKind.STALE_DEPLOYMENT, deployment="credit-risk-v2", at=T0 + timedelta(minutes=1))
+    other = finding(DriftKind.UNAPPROVED_MODEL, deployment="by-hand", promotion_id=None, model=None)
+    for each in (later, finding(), other):
+        assert store.open_drift(each)
+    assert [f.key for f in store.drift_findings()] == [
+        "traffic_changed|credit-risk-prod|",
+        "unapproved_model|credit-risk-prod|by-hand",
+        "stale_deployment|credit-risk-prod|credit-risk-v2",
+    ]
+
+
+def test_resolving_closes_the_finding_once_with_its_event_and_keeps_it(store: PromotionStore) -> None:
+    found = finding()
+    store.open_drift(found, [drift_event(found)])
+    resolved = replace(found, resolved_at=T0 + timedelta(hours=2))
+    assert store.resolve_drift(resolved, [drift_event(resolved, EventType.DRIFT_RESOLVED)]) is True
+    assert store.resolve_drift(resolved, [drift_event(resolved, EventType.DRIFT_RESOLVED)]) is False
+    assert store.drift_findings() == []
+    assert store.drift_findings(open_only=False) == [resolved]
+    assert [e.type for e in store.events()] == [EventType.DRIFT_DETECTED, EventType.DRIFT_RESOLVED]
+    # The same drift coming back is a new finding, published again.
+    again = replace(found, detected_at=T0 + timedelta(hours=3))
+    assert store.open_drift(again, [drift_event(again)]) is True
+    assert store.drift_findings() == [again] and len(store.drift_findings(open_only=False)) == 2
+
+
+def test_resolving_a_finding_that_is_not_open_writes_nothing(store: PromotionStore) -> None:
+    assert store.resolve_drift(replace(finding(), resolved_at=T0), [drift_event(finding())]) is False
+    assert store.events() == [] and store.drift_findings(open_only=False) == []
+
+
+def test_the_first_zero_traffic_sighting_is_kept_until_cleared(store: PromotionStore) -> None:
+    assert store.zero_traffic_since() == {}
+    assert store.note_zero_traffic("credit-risk-prod", "credit-risk-v2", T0) == T0
+    assert store.note_zero_traffic("credit-risk-prod", "credit-risk-v2", T0 + timedelta(days=1)) == T0
+    store.note_zero_traffic("credit-risk-prod", "credit-risk-v1", T0 + timedelta(days=2))
+    assert store.zero_traffic_since() == {
+        ("credit-risk-prod", "credit-risk-v2"): T0,
+        ("credit-risk-prod", "credit-risk-v1"): T0 + timedelta(days=2),
+    }
+    store.clear_zero_traffic("credit-risk-prod", "credit-risk-v2")
+    store.clear_zero_traffic("credit-risk-prod", "never-seen")
+    assert store.zero_traffic_since() == {("credit-risk-prod", "credit-risk-v1"): T0 + timedelta(days=2)}
+    assert store.note_zero_traffic("credit-risk-prod", "credit-risk-v2", T0 + timedelta(days=3)) == T0 + timedelta(
+        days=3
+    )
+
+
+def test_a_request_with_the_largest_artifact_record_round_trips(store: PromotionStore) -> None:
+    """The tags kept at request time are capped so the history entry fits a Table string property (64 KiB)."""
+    from promotion import fingerprint
+
+    tags = {f"metric_{i:04d}": "x" * 200 for i in range(400)}  # ASCII: two bytes a character in UTF-16
+    artifact = fingerprint.record(ModelVersion(CREDIT, "mlflow_model", tags))
+    request = HistoryEntry(T0, "alice@example.com", "requested", {"reason": "r" * 2000, "artifact": artifact})
+    added = store.add(replace(pending(), history=(request,)))
+    got = store.get(added.id)
+    assert got.artifact == artifact and artifact["tags_omitted"] > 0

@@ -10,7 +10,8 @@ What it serves:
   list, and `ModelVersions_Publish`, a long-running operation followed through its Location or
   Azure-AsyncOperation URL), registry model versions (GET, list, PUT), the subscription's registries;
 - ARM for production, as azure-ai-ml's MLClient calls it: workspace GET, online endpoints and deployments (GET,
-  PUT, list), deployment logs, and the status of their operations;
+  PUT, list; DELETE of a deployment, refused while it has traffic), deployment logs, and the status of their
+  operations;
 - the registry's data plane that azure-ai-ml's own registry calls use (discovery, model version GET and PUT, the
   import of a workspace model), so the README's comparison of the copy options can be measured on the same fake.
 Any other request gets a 501 naming it, so a test sees at once what was asked for.
@@ -315,10 +316,53 @@ class FakeAzureML:
         """End the operation under way on an endpoint or deployment, as the service would after a while."""
         ws = self.production
         resource = ws.endpoints[endpoint] if deployment is None else ws.deployments[(endpoint, deployment)]
+        if deployment is not None and resource["properties"]["provisioningState"] == "Deleting":
+            del ws.deployments[(endpoint, deployment)]  # a deletion ends with the deployment gone
+            return
         resource["properties"]["provisioningState"] = state
         resource.pop("_gets_left", None)
         if deployment is not None:
             resource["_logs"] = logs
+
+    # ---- changes made outside the app (each as strict as the service, unless it says it breaks a rule)
+
+    def archive_registry_model(self, name: str, version: str | int, archived: bool = True) -> None:
+        """`az ml model archive` on the registry: the version stays readable, marked archived."""
+        self.registry_models[(name, str(version))]["properties"]["isArchived"] = archived
+
+    def set_registry_model_tags(self, name: str, version: str | int, tags: Mapping[str, str]) -> None:
+        """Someone with write access changes a registry version's tags (metadata may change; content may not)."""
+        self.registry_models[(name, str(version))]["properties"]["tags"].update(tags)
+
+    def change_registry_content(self, name: str, version: str | int, **properties: Any) -> None:
+        """Serve a version whose content differs from what was read before (`modelUri`, `properties`, `flavors`,
+        `modelType`). The registry's own rules forbid this: it stands for a misconfigured registry or source."""
+        unknown = set(properties) - {"modelUri", "modelType", "properties", "flavors"}
+        if unknown:
+            raise ValueError(f"not content of a model version: {sorted(unknown)}")
+        self.registry_models[(name, str(version))]["properties"].update(copy.deepcopy(properties))
+
+    def set_traffic_by_hand(self, endpoint: str, traffic: Mapping[str, int]) -> None:
+        """`az ml online-endpoint update --traffic` outside the app, with the service's rules: every deployment named
+        exists, and the shares add up to 100 (or are all 0)."""
+        missing = [name for name in traffic if (endpoint, name) not in self.production.deployments]
+        if missing:
+            raise ValueError(f"online endpoint {endpoint} has no deployment {', '.join(missing)}")
+        if sum(traffic.values()) not in (0, 100):
+            raise ValueError("traffic shares must add up to 100")
+        self.production.endpoints[endpoint]["properties"]["traffic"] = dict(traffic)
+
+    def delete_deployment_by_hand(self, endpoint: str, deployment: str) -> None:
+        """`az ml online-deployment delete` outside the app, finished: refused while the deployment has traffic."""
+        if self.production.endpoints[endpoint]["properties"]["traffic"].get(deployment, 0):
+            raise ValueError(f"online deployment {deployment} has traffic; the service refuses to delete it")
+        del self.production.deployments[(endpoint, deployment)]
+
+    def delete_endpoint_by_hand(self, endpoint: str) -> None:
+        """`az ml online-endpoint delete`, finished: the endpoint goes with all its deployments."""
+        del self.production.endpoints[endpoint]
+        for key in [key for key in self.production.deployments if key[0] == endpoint]:
+            del self.production.deployments[key]
 
     # ---- behaviour
 
@@ -424,6 +468,7 @@ class FakeAzureML:
             ("GET", arm + _ENDPOINT + r"/deployments", self._list_deployments),
             ("GET", arm + _DEPLOYMENT, self._get_deployment),
             ("PUT", arm + _DEPLOYMENT, self._put_deployment),
+            ("DELETE", arm + _DEPLOYMENT, self._delete_deployment),
             ("POST", arm + _DEPLOYMENT + r"/getLogs", self._deployment_logs),
             ("GET", arm + r"/fake-operations/(?P<operation>[^/]+)", self._resource_operation),
             ("GET", discovery + r"/registrymanagement/v1\.0/registries/(?P<registry>[^/]+)/discovery", self._discovery),
@@ -695,6 +740,8 @@ class FakeAzureML:
         return self._begin(resource, "Updating" if existing else "Creating", created=existing is None)
 
     def _list_deployments(self, endpoint: str, **_: Any) -> Answer:
+        if endpoint not in self.production.endpoints:
+            return _not_found(f"online endpoint {endpoint}")
         return _ok({"value": [_public(d) for (e, _n), d in self.production.deployments.items() if e == endpoint]})
 
     def _get_deployment(self, endpoint: str, deployment: str, **_: Any) -> Answer:
@@ -711,6 +758,22 @@ class FakeAzureML:
         resource = self._deployment_body(endpoint, deployment, body)
         self.production.deployments[(endpoint, deployment)] = resource
         return self._begin(resource, "Updating" if existing else "Creating", created=existing is None)
+
+    def _delete_deployment(self, endpoint: str, deployment: str, **_: Any) -> Answer:
+        resource = self.production.deployments.get((endpoint, deployment))
+        if resource is None:
+            return 204, {}, ""  # ARM's answer to deleting what is not there (a guess: not documented for ML)
+        if self.production.endpoints[endpoint]["properties"]["traffic"].get(deployment, 0):
+            # The service refuses to delete a deployment that still has traffic (wording guessed).
+            return _error(
+                400, "UserError", f"online deployment {deployment} has traffic; set its traffic to 0 before deleting"
+            )
+        resource["properties"]["provisioningState"] = "Deleting"
+        operation = next(self._ids)
+        self._operations[operation] = resource
+        url = f"{ARM}/fake-operations/{operation}?api-version=2023-04-01-preview"
+        headers = {"Azure-AsyncOperation": url, "Location": url, "Retry-After": str(self.operation_retry_after)}
+        return 202, headers, ""
 
     def _deployment_body(self, endpoint: str, name: str, sent: dict[str, Any]) -> dict[str, Any]:
         properties = copy.deepcopy(sent.get("properties") or {})

@@ -671,3 +671,18 @@ def test_503_json_when_the_store_is_unreachable(local_app, monkeypatch, route):
         "status": 503,
     }
     assert time.monotonic() - began < 10
+
+
+def test_an_approval_after_the_version_was_archived_answers_409_voids_and_queues_nothing(local_app, in_registry):
+    status, created = request()
+    assert status == 201 and created["artifact"]["fingerprint"].startswith("sha256:")
+    in_registry.registry.set_archived(REF)
+    status, answer, jobs = approve(created["id"])
+    assert status == 409 and jobs.values == []
+    assert "is voided and nothing will deploy" in answer["error"] and "archived" in answer["error"]
+    status, promotion = get(created["id"])
+    assert promotion["state"] == "voided" and promotion["history"][-1]["action"] == "voided"
+    detail = promotion["history"][-1]["detail"]
+    assert detail["fingerprint_requested"] == detail["fingerprint_now"] == created["artifact"]["fingerprint"]
+    status, again = approve(created["id"])[:2]
+    assert status == 409 and "voided" in again["error"]

@@ -552,3 +552,68 @@ def test_policy_check_on_azure_without_a_sign_in_is_one_clear_line_and_needs_no_
     assert result.stdout == ""
     assert "sign in" in result.stderr
     one_clear_line(result.stderr)
+
+
+# --- causing drift on the local backend, and finding it ---------------------------------------------
+
+
+def test_drift_caused_by_hand_on_the_local_backend_is_found_once_and_resolved(local_app, capsys):
+    from tests.functions.test_api import deployed
+
+    deployed(local_app, "1")
+    code, out, _ = run(capsys, "drift")
+    assert code == 0 and out.strip() == "1 endpoints compared, 0 new findings, 0 resolved, 0 open"
+    code, out, err = run(
+        capsys, "local", "deploy-by-hand", "--endpoint", "taxi-fare-prod", "--deployment", "by-hand", "--model", "x:9"
+    )
+    assert code == 0 and "taxi-fare-prod/by-hand serves azureml://registries/" in out, err
+    code, out, _ = run(
+        capsys,
+        "local",
+        "set-traffic",
+        "--endpoint",
+        "taxi-fare-prod",
+        "--traffic",
+        "taxi-fare-v1=90",
+        "--traffic",
+        "by-hand=10",
+    )
+    assert code == 0
+    code, out, _ = run(capsys, "drift", "--json")
+    report = json.loads(out)
+    assert code == 0 and sorted(f["kind"] for f in report["detected"]) == ["traffic_changed", "unapproved_model"]
+    code, out, _ = run(capsys, "drift")
+    assert "0 new findings" in out and "2 open" in out  # persisting drift is not reported again
+    run(capsys, "local", "set-traffic", "--endpoint", "taxi-fare-prod", "--traffic", "taxi-fare-v1=100")
+    code, out, _ = run(capsys, "local", "delete-deployment", "--endpoint", "taxi-fare-prod", "--deployment", "by-hand")
+    assert code == 0 and out.strip() == "taxi-fare-prod/by-hand deleted"
+    code, out, _ = run(capsys, "drift")
+    assert out.count("drift resolved: ") == 2 and "0 open" in out
+    kinds = [e.type.value for e in local_app.store().events() if "Drift" in e.type.value]
+    assert kinds == ["ModelPromotion.DriftDetected"] * 2 + ["ModelPromotion.DriftResolved"] * 2
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["set-traffic", "--endpoint", "taxi-fare-prod", "--traffic", "taxi-fare-v1=50"], "add up to 100"),
+        (["set-traffic", "--endpoint", "taxi-fare-prod", "--traffic", "taxi-fare-v1=x"], "expected a whole percent"),
+        (["set-traffic", "--endpoint", "taxi-fare-prod", "--traffic", "nothing=100"], "has no deployment nothing"),
+        (["set-traffic", "--endpoint", "nowhere", "--traffic", "a=100"], "nowhere does not exist"),
+        (["delete-deployment", "--endpoint", "taxi-fare-prod", "--deployment", "taxi-fare-v1"], "move its traffic"),
+        (["deploy-by-hand", "--endpoint", "nowhere", "--deployment", "abc", "--model", "x:1"], "does not exist"),
+        (
+            ["deploy-by-hand", "--endpoint", "taxi-fare-prod", "--deployment", "taxi-fare-v1", "--model", "x:1"],
+            "exists",
+        ),
+        (["deploy-by-hand", "--endpoint", "taxi-fare-prod", "--deployment", "abc", "--model", "x"], "name:version"),
+    ],
+)
+def test_local_changes_outside_the_app_keep_azures_rules(local_app, capsys, argv, message):
+    from tests.functions.test_api import deployed
+
+    deployed(local_app, "1")
+    code, _, err = run(capsys, "local", *argv)
+    assert code == EXIT_USAGE and message in err
+    one_clear_line(err)
+    assert backend(local_app).production.endpoint("taxi-fare-prod").traffic == {"taxi-fare-v1": 100}

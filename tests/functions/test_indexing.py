@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from promotion.triggers import registry
+from promotion.triggers import drift, registry
 from tests.functions.conftest import FUNCTIONS, returns_value
 
 HTTP_ROUTES = {
@@ -23,6 +23,7 @@ TIMERS = {
     "reconcile_registry": registry.reconcile_schedule(),  # PROMOTION_RECONCILE_SCHEDULE, hourly by default
     "advance_deployments": "0 */1 * * * *",
     "publish_lifecycle_events": "0 */1 * * * *",
+    "detect_drift": drift.drift_schedule(),  # PROMOTION_DRIFT_SCHEDULE, hourly by default
 }
 QUEUES = {"deploy_promotion": "promotion-jobs", "deploy_promotion_poison": "promotion-jobs-poison"}
 

@@ -10,7 +10,7 @@ import pytest
 
 from promotion.domain import ModelRef
 from promotion.ports import CopyProgress, CopyStatus
-from promotion.triggers import registry
+from promotion.triggers import drift, registry
 from tests.functions.conftest import (
     FUNCTIONS,
     backend,
@@ -236,3 +236,44 @@ def test_advance_deployments_starts_a_lost_job(local_app, tmp_path, monkeypatch,
     app_clock.advance(seconds=0.1)
     tick("advance_deployments")
     assert get(created["id"])[1]["state"] == "deployed"
+
+
+def test_the_drift_schedule_is_the_setting_read_at_indexing_and_hourly_by_default(monkeypatch):
+    trigger = json.loads(FUNCTIONS["detect_drift"].get_function_json())["bindings"][0]
+    assert trigger["type"] == "timerTrigger" and trigger["schedule"] == drift.drift_schedule()
+    monkeypatch.delenv("PROMOTION_DRIFT_SCHEDULE", raising=False)
+    assert drift.drift_schedule() == "0 0 * * * *"
+    monkeypatch.setenv("PROMOTION_DRIFT_SCHEDULE", "  0 */15 * * * * ")
+    assert drift.drift_schedule() == "0 */15 * * * *"
+
+
+@pytest.mark.parametrize("schedule", ["every-90-minutes", "0 * * * *", "@every 5m"])
+def test_an_invalid_drift_schedule_keeps_the_default_and_says_why(monkeypatch, caplog, schedule):
+    monkeypatch.setenv("PROMOTION_DRIFT_SCHEDULE", schedule)
+    with caplog.at_level(logging.ERROR, logger="promotion"):
+        assert drift.drift_schedule() == "0 0 * * * *"
+    assert "PROMOTION_DRIFT_SCHEDULE" in caplog.text and "detect_drift runs hourly" in caplog.text
+    assert schedule not in caplog.text
+
+
+def test_detect_drift_records_a_deployment_made_by_hand_and_its_end(local_app):
+    from tests.functions.test_api import deployed, status_view
+
+    deployed(local_app, "1")
+    production = backend(local_app).production
+    production.deploy_by_hand("taxi-fare-prod", "hotfix", "azureml://registries/r/models/taxi-fare/versions/1")
+    tick("detect_drift")
+    [finding] = local_app.store().drift_findings()
+    assert (finding.kind.value, finding.deployment, finding.actual["model"]) == (
+        "unapproved_model",
+        "hotfix",
+        "taxi-fare:1",
+    )
+    _, status = status_view()
+    assert [f["deployment"] for f in status["drift"]] == ["hotfix"]  # the status view of taxi-fare:1 shows it
+    tick("detect_drift")
+    production.delete_deployment("taxi-fare-prod", "hotfix")
+    tick("detect_drift")
+    assert local_app.store().drift_findings() == []
+    types = [e.type.value for e in local_app.store().events() if "Drift" in e.type.value]
+    assert types == ["ModelPromotion.DriftDetected", "ModelPromotion.DriftResolved"]

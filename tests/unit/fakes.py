@@ -445,6 +445,7 @@ class Production:
             comment=comment,
             rules=self.rules,
             store=self.store,
+            registry=self.registry,
             source=self.source,
             clock=self.clock,
         )

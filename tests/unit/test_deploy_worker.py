@@ -99,12 +99,12 @@ def test_the_new_deployment_shares_traffic_with_the_previous_live_one(prod, depl
     assert prod.events(promotion.id)[-1].data["traffic"] == {"churn-v2": 75, "churn-v3": 25}
 
 
-def test_a_model_removed_from_the_registry_fails_the_deployment(prod):
+def test_a_model_removed_from_the_registry_voids_the_promotion_and_nothing_deploys(prod):
     promotion = approved(prod, CHURN_3)
     del prod.registry.models[CHURN_3]
-    failed = prod.deploy(promotion.id)
-    assert failed.state is State.FAILED and "no longer in the registry" in failed.error
-    assert prod.event_types(promotion.id)[-1] == "DeploymentFailed"
+    void = prod.deploy(promotion.id)
+    assert void.state is State.VOIDED and "no longer holds the version" in void.error
+    assert prod.event_types(promotion.id)[-1] == "Voided" and not prod.deployer.calls and not prod.deployer.endpoints
 
 
 def test_a_name_taken_in_the_region_fails_the_promotion_with_the_services_message(prod, deployer):

@@ -61,8 +61,8 @@ def test_split_traffic(current, percent, desired):
 # The state machine, written out: pending requests expire, a live promotion can be rolled back, and a
 # rollback Azure refused leaves it live.
 EXPECTED_TRANSITIONS = {
-    State.PENDING_APPROVAL: {State.APPROVED, State.REJECTED, State.EXPIRED},
-    State.APPROVED: {State.DEPLOYING, State.FAILED},
+    State.PENDING_APPROVAL: {State.APPROVED, State.REJECTED, State.EXPIRED, State.VOIDED},
+    State.APPROVED: {State.DEPLOYING, State.FAILED, State.VOIDED},
     State.DEPLOYING: {State.DEPLOYED, State.FAILED},
     State.DEPLOYED: {State.ROLLING_BACK},
     State.ROLLING_BACK: {State.ROLLED_BACK, State.DEPLOYED},
@@ -70,8 +70,9 @@ EXPECTED_TRANSITIONS = {
     State.EXPIRED: set(),
     State.FAILED: set(),
     State.ROLLED_BACK: set(),
+    State.VOIDED: set(),
 }
-TERMINAL = (State.REJECTED, State.EXPIRED, State.FAILED, State.ROLLED_BACK)
+TERMINAL = (State.REJECTED, State.EXPIRED, State.FAILED, State.ROLLED_BACK, State.VOIDED)
 
 
 def test_the_state_machine_is_the_documented_one():

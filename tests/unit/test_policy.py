@@ -110,6 +110,11 @@ def test_the_digest_changes_with_the_policy():
         ({"production": {"traffic_percent": 0}}, "production.traffic_percent"),
         ({"production": {"endpoint": "{model}-prod"}}, "production.endpoint"),
         ({"production": {"approvers": [""]}}, "production.approvers"),
+        ({"production": {"void_on_tag_change": "accuracy"}}, "production.void_on_tag_change: expected a list"),
+        ({"production": {"void_on_tag_change": [1]}}, "production.void_on_tag_change: expected a list"),
+        ({"production": {"stale_deployment_days": 0}}, "production.stale_deployment_days: expected a positive"),
+        ({"production": {"remove_stale_deployments": "yes"}}, "production.remove_stale_deployments: expected true"),
+        ({"production": {"void_on_tag_changes": []}}, "production: unknown key 'void_on_tag_changes'"),
     ],
 )
 def test_invalid_documents_name_the_field(document, message):
@@ -177,6 +182,19 @@ def test_production_defaults_of_the_new_fields():
     assert rules.approval_ttl == timedelta(hours=168)
     assert rules.deploy_timeout == timedelta(minutes=90)
     assert rules.job_grace == timedelta(minutes=10)
+    assert rules.void_on_tag_change == () and rules.remove_stale_deployments is False
+    assert rules.stale_after == timedelta(days=14)
+
+
+def test_the_artifact_and_drift_options_are_read():
+    production = {
+        "void_on_tag_change": ["accuracy", "mae"],
+        "stale_deployment_days": 0.5,
+        "remove_stale_deployments": True,
+    }
+    rules = Policy.from_document({"production": production}).production
+    assert rules.void_on_tag_change == ("accuracy", "mae") and rules.remove_stale_deployments is True
+    assert rules.stale_after == timedelta(hours=12)
 
 
 def test_production_fields_take_fractions_so_tests_can_use_seconds():

@@ -6,6 +6,7 @@ import pytest
 
 from promotion import service
 from promotion.domain import EventType, ModelRef, ModelVersion, State
+from promotion.fingerprint import fingerprint
 from promotion.identity import Principal
 from promotion.policy import Policy, ProductionRules
 from tests.unit.fakes import FakeDeployer, FakeRegistry, Production, at_once
@@ -72,7 +73,13 @@ def test_a_request_opens_one_promotion_per_model_version_and_says_so(prod, store
         "reason": "better recall",
         "requested_by": ALICE.name,
         "required_approvals": 2,
+        "artifact": {
+            "fingerprint": fingerprint(IN_REGISTRY),
+            "tags": {"promotion.source_model": "churn:3", "stage": "candidate"},
+            "tags_omitted": 0,
+        },
     }
+    assert first.artifact["fingerprint"] == fingerprint(IN_REGISTRY)
     assert requested.data["at"].startswith("2026-11-26T12:00:00")
 
 

@@ -165,6 +165,10 @@ def _to_model_version(ref: ModelRef, body: Mapping[str, Any]) -> ModelVersion:
         properties={key: str(value) for key, value in (p.get("properties") or {}).items()},
         description=p.get("description"),
         path=p.get("modelUri"),
+        asset_id=body.get("id"),
+        flavors=p.get("flavors") or {},
+        created_at=(body.get("systemData") or {}).get("createdAt"),
+        archived=bool(p.get("isArchived")),
     )
 
 

@@ -4,12 +4,18 @@ Each step starts the work it finds missing and never waits for it."""
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from promotion.domain import DEPLOYMENT_MODEL_TAG, ModelRef
-from promotion.ports import DeploymentFailed, DeploymentPlan, EndpointState, Progress
+from promotion.domain import DEPLOYMENT_MODEL_TAG, ModelRef, served_model
+from promotion.ports import (
+    DeploymentFailed,
+    DeploymentPlan,
+    EndpointState,
+    OnlineDeployment,
+    OnlineEndpoint,
+    Progress,
+)
 from promotion.redaction import kept
 
 if TYPE_CHECKING:
@@ -120,6 +126,48 @@ class ProductionDeployer:
                     )
         return found
 
+    def online_endpoints(self) -> list[OnlineEndpoint]:
+        with _permanent_failures("the production workspace's online endpoints"):
+            found = list(self._client.online_endpoints.list())
+        return [
+            OnlineEndpoint(
+                name=endpoint.name,
+                traffic={name: int(share) for name, share in (endpoint.traffic or {}).items() if int(share)},
+                busy=_state(endpoint.provisioning_state).lower() not in _TERMINAL,
+                tags=dict(endpoint.tags or {}),
+            )
+            for endpoint in found
+        ]
+
+    def online_deployments(self, endpoint: str) -> list[OnlineDeployment]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        with _permanent_failures(f"the deployments of online endpoint {endpoint}"):
+            try:
+                found = list(self._client.online_deployments.list(endpoint))
+            except ResourceNotFoundError:
+                return []  # the endpoint is gone
+        return [
+            OnlineDeployment(
+                name=deployment.name,
+                model=_served_model(deployment),
+                model_uri=deployment.model,
+                state=_state(deployment.provisioning_state),
+                tags=dict(deployment.tags or {}),
+            )
+            for deployment in found
+        ]
+
+    def delete_deployment(self, endpoint: str, deployment: str) -> Progress:
+        what = f"online deployment {deployment} on endpoint {endpoint}"
+        with _permanent_failures(what):
+            current = _or_none(lambda: self._client.online_deployments.get(deployment, endpoint))
+            if current is None:
+                return Progress.READY
+            if _state(current.provisioning_state).lower() == "deleting":
+                return Progress.PENDING
+            return _start(lambda: self._client.online_deployments.begin_delete(deployment, endpoint))
+
     def _log_tail(self, plan: DeploymentPlan) -> str:
         """The end of the failed deployment's container log, capped and with secrets redacted."""
         from azure.core.exceptions import AzureError
@@ -133,12 +181,7 @@ class ProductionDeployer:
 
 
 def _served_model(deployment: Any) -> str | None:
-    """The "name:version" a deployment serves: our tag, or the tail of its registry model URI."""
-    tagged = (deployment.tags or {}).get(DEPLOYMENT_MODEL_TAG)
-    if tagged:
-        return tagged
-    match = re.search(r"/models/([^/]+)/versions/([^/]+)$", deployment.model or "")
-    return f"{match[1]}:{match[2]}" if match else None
+    return served_model(deployment.tags, deployment.model)
 
 
 def _serves(model_uri: str | None, model: ModelRef) -> bool:
