@@ -219,7 +219,7 @@ def copies_list(args: argparse.Namespace) -> int:
         _print_json([{"model": str(copy.model), **copy.to_json()} for copy in copies])
         return 0
     for copy in copies:
-        print(f"{copy.model}  {copy.state.value}  started by {copy.cause}{f'  ({copy.error})' if copy.error else ''}")
+        print(f"{copy.model}  {copy.step}  started by {copy.cause}{f'  ({copy.error})' if copy.error else ''}")
     return 0
 
 
