@@ -147,7 +147,8 @@ def policy_check(args: argparse.Namespace) -> int:
 def policy_backtest(args: argparse.Namespace) -> int:
     from promotion import service
 
-    candidate = Policy.load(args.policy)  # a command-line path: relative to where the command runs
+    # A command-line path: relative to where the command runs.
+    candidate = Policy.load(args.policy, named_by="--policy")
     report = service.backtest(current=wiring.policy(), candidate=candidate, staging=wiring.backend().staging)
     if args.json:
         _print_json(report.to_json())
@@ -305,11 +306,16 @@ def local_tag(args: argparse.Namespace) -> int:
 def local_list(args: argparse.Namespace) -> int:
     from promotion.cli.local import local_backend
 
-    backend = local_backend()
+    settings = local_settings()
+    backend = local_backend(settings)
     if args.where == "production":
         items: list[dict[str, Any]] = backend.production.list()
     else:
         items = [model.to_json() for model in getattr(backend, args.where).list()]
+    if args.where == "registry":
+        # The local registry holds a copy's files as soon as it starts; the timer adds the lineage and finishes it.
+        steps = _copy_steps(settings.local_root / "promotions.sqlite3", items)
+        items = [{**item, "copy": steps.get((item["name"], item["version"]))} for item in items]
     if args.json:
         _print_json(items)
     elif args.where == "production":
@@ -318,8 +324,25 @@ def local_list(args: argparse.Namespace) -> int:
     else:
         for item in items:
             tags = " ".join(f"{key}={value}" for key, value in item["tags"].items())
-            print(f"{item['name']}:{item['version']}  {item['type']}  {tags}")
+            unfinished = f"  [{item['copy']}: not finished]" if item.get("copy") not in (None, "copied") else ""
+            print(f"{item['name']}:{item['version']}  {item['type']}{unfinished}  {tags}")
     return 0
+
+
+def _copy_steps(store_file: Path, items: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """Where the copy of each listed registry version stands (copying, tagging, copied, copy_failed), from the
+    local store when there is one; nothing is created to find out."""
+    if not store_file.is_file():
+        return {}
+    from promotion.adapters.sqlite import SqlitePromotionStore
+
+    store = SqlitePromotionStore(store_file)
+    found = {}
+    for item in items:
+        copy = store.copy(ModelRef(item["name"], item["version"]))
+        if copy is not None:
+            found[(item["name"], item["version"])] = copy.step
+    return found
 
 
 def run_demo(args: argparse.Namespace) -> int:

@@ -552,3 +552,32 @@ def test_policy_check_on_azure_without_a_sign_in_is_one_clear_line_and_needs_no_
     assert result.stdout == ""
     assert "sign in" in result.stderr
     one_clear_line(result.stderr)
+
+
+def test_list_registry_shows_a_copy_that_is_not_finished(local_app, capsys):
+    """The local registry holds the files as soon as the copy starts, without lineage until the timer finishes it:
+    the listing says so, and stops saying so once it is copied."""
+    from tests.functions.conftest import grid_event, user_function
+
+    register(capsys)
+    topic = local_app.settings().staging_workspace_id
+    user_function("on_model_registered")(grid_event(ModelRef("taxi-fare", "1"), topic=topic))
+
+    code, out, _ = run(capsys, "local", "list", "registry")
+    assert code == 0 and out.startswith("taxi-fare:1  mlflow_model  [copying: not finished]"), out
+    [listed] = json.loads(run(capsys, "local", "list", "registry", "--json")[1])
+    assert listed["copy"] == "copying"
+
+    run(capsys, "copies", "advance")
+    code, out, _ = run(capsys, "local", "list", "registry")
+    assert "not finished" not in out and out.startswith("taxi-fare:1  mlflow_model  ")
+    assert "promotion.event_id=" in out
+    [listed] = json.loads(run(capsys, "local", "list", "registry", "--json")[1])
+    assert listed["copy"] == "copied"
+
+
+def test_policy_backtest_with_a_missing_candidate_names_the_option(local_app, capsys, tmp_path):
+    code, _, err = run(capsys, "policy", "backtest", "--policy", tmp_path / "missing.json")
+    assert code == EXIT_USAGE
+    one_clear_line(err)
+    assert "missing.json: policy file not found (check --policy)" in err and "PROMOTION_POLICY_FILE" not in err
