@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from promotion import wiring
 from promotion.cli.local import CommandError, default_model_type, local_settings, pairs
 from promotion.domain import MODEL_TYPES, InvalidName, ModelRef, ModelVersion
 from promotion.policy import Policy, PolicyError
-from promotion.settings import SettingsError
+from promotion.settings import SettingsError, with_local_settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     # The SDKs' own warnings (azure-identity lists every credential it tried) would bury the one line this prints.
     logging.getLogger("azure").setLevel(logging.ERROR)
     try:
+        # Like Core Tools: local.settings.json's Values at the app root, under whatever the environment sets.
+        for name, value in with_local_settings(os.environ).items():
+            os.environ.setdefault(name, value)
         return args.run(args)
     except (CommandError, SettingsError, PolicyError, InvalidName) as error:
         return _fail(str(error), 2)
