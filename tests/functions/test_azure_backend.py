@@ -127,6 +127,8 @@ def test_the_timer_finishes_the_copy_with_lineage_in_at_most_three_requests(azur
         assert time.monotonic() - started < 2
         per_run.append(azure_app.count())
         states.append((copy_state(ref), len(copied_events(ref))))
+        if 3 <= len(states) <= 6:  # the tags accepted, not applied: `promotion copies list` shows the step
+            assert wiring.store().copy(ref).step == "tagging"
 
     assert per_run == [1, 1, 3, 1, 1, 1, 2], (
         "poll, poll, then poll + registry read + tag write (accepted); the tag operation's polls, then its last "
