@@ -439,6 +439,19 @@ def test_a_tag_update_is_followed_until_the_registry_shows_the_tags_one_request_
     assert dict(azureml_backend.registry.get(CREDIT).tags) == LINEAGE
 
 
+def test_a_tag_update_that_fails_reports_the_service_message_and_changes_nothing(fake_azureml, azureml_backend):
+    fake_azureml.registry_update_outcome = "Failed"
+    fake_azureml.registry_update_polls = 1
+    fake_azureml.add_registry_model(CREDIT.name, CREDIT.version, tags={"owner": "risk"})
+    update = azureml_backend.registry.tag(CREDIT, LINEAGE, None)
+
+    progress = [azureml_backend.registry.tag_status(CREDIT, update.operation, LINEAGE) for _ in range(2)]
+
+    assert [status.progress for status in progress] == [CopyProgress.RUNNING, CopyProgress.FAILED]
+    assert progress[1].message == "the registry could not update the model version"
+    assert dict(azureml_backend.registry.get(CREDIT).tags) == {"owner": "risk"}
+
+
 def test_a_tag_update_answered_at_once_is_done(fake_azureml, azureml_backend):
     fake_azureml.registry_update_polls = 0  # 200 with the version, which Azure may also answer
     fake_azureml.add_registry_model(CREDIT.name, CREDIT.version)

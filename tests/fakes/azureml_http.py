@@ -170,6 +170,7 @@ class FakeAzureML:
         # RegistryModelVersions_CreateOrUpdate on an existing version: how many polls of its Azure-AsyncOperation
         # answer InProgress before the change is applied (0: answered at once with 200, which Azure may also do).
         self.registry_update_polls = 3
+        self.registry_update_outcome = "Succeeded"  # or "Failed": the version keeps what it had
 
         self.import_polls = 1
         self.import_returns_body = True
@@ -568,9 +569,12 @@ class FakeAzureML:
                 return "InProgress"
             model = self.registry_models.get(state["update"])
             if model is not None and model.get("_update") == operation:
-                model["properties"] = {**state["changed"], "provisioningState": "Succeeded"}
+                if state["outcome"] == "Succeeded":
+                    model["properties"] = {**state["changed"], "provisioningState": "Succeeded"}
+                else:
+                    model["properties"]["provisioningState"] = "Succeeded"  # as it was, unchanged
                 del model["_update"]
-            return "Succeeded"
+            return state["outcome"]
         if state["polls_left"] > 0:
             state["polls_left"] -= 1
             return "InProgress"
@@ -619,7 +623,9 @@ class FakeAzureML:
             return _not_found(f"operation {operation}")
         document: dict[str, Any] = {"id": operation, "name": operation, "status": status}
         if status == "Failed":
-            document["error"] = {"code": "UserError", "message": self.publish_error}
+            update = "update" in self._operations[operation]
+            message = "the registry could not update the model version" if update else self.publish_error
+            document["error"] = {"code": "UserError", "message": message}
         return _ok(document)
 
     # ---- the registry through ARM
@@ -681,6 +687,7 @@ class FakeAzureML:
             "polls_left": self.registry_update_polls,
             "update": (name, version),
             "changed": changed,
+            "outcome": self.registry_update_outcome,
         }
         headers = {"Azure-AsyncOperation": f"{self._operation_base}/mfeOperationsStatus/{operation}"}
         return _ok(before, 201, headers)
