@@ -79,11 +79,11 @@ def _job() -> dict:
 # What each function is given, in the order a model goes through the app, and the HTTP statuses each answer may
 # have. HTTP functions are found by method and route (a later step may use `{id}`, the promotion created above);
 # the others by name. A case whose function is not indexed (yet) does not run.
-Step = tuple[str, Callable[[], dict[str, Any]], tuple[int, ...]]
-NAMED: list[tuple[str, dict[str, Callable[[], dict]], dict]] = [
-    ("on_model_registered", {"event": _event}, {}),
-    ("advance_registry_copies", {"timer": lambda: TIMER}, {}),
-    ("reconcile_registry", {"timer": lambda: TIMER}, {}),
+NAMED: list[tuple[str, Callable[[], dict], dict]] = [
+    ("on_model_registered", _event, {}),
+    ("advance_registry_copies", lambda: TIMER, {}),
+    ("publish_lifecycle_events", lambda: TIMER, {}),  # the copy's event, if the copy's own attempt left it
+    ("reconcile_registry", lambda: TIMER, {}),
 ]
 ROUTES: list[tuple[str, str, Callable[[], dict], tuple[int, ...]]] = [
     (
@@ -111,12 +111,12 @@ ROUTES: list[tuple[str, str, Callable[[], dict], tuple[int, ...]]] = [
         (202,),
     ),
 ]
-AFTER_APPROVAL: list[tuple[str, dict[str, Callable[[], dict]], dict]] = [
-    ("deploy_promotion", {"message": _job}, QUEUE_METADATA),
-    ("advance_deployments", {"timer": lambda: TIMER}, {}),
-    ("detect_drift", {"timer": lambda: TIMER}, {}),
-    ("deploy_promotion_poison", {"message": _job}, QUEUE_METADATA),  # the job got through: left alone
-    ("publish_lifecycle_events", {"timer": lambda: TIMER}, {}),
+AFTER_APPROVAL: list[tuple[str, Callable[[], dict], dict]] = [
+    ("deploy_promotion", _job, QUEUE_METADATA),
+    ("advance_deployments", lambda: TIMER, {}),
+    ("detect_drift", lambda: TIMER, {}),
+    ("deploy_promotion_poison", _job, QUEUE_METADATA),  # the job got through: left alone
+    ("publish_lifecycle_events", lambda: TIMER, {}),
 ]
 CLOSING_ROUTES: list[tuple[str, str, Callable[[], dict], tuple[int, ...]]] = [
     (
@@ -132,6 +132,12 @@ CLOSING_ROUTES: list[tuple[str, str, Callable[[], dict], tuple[int, ...]]] = [
         (409,),  # it is not pending any more
     ),
 ]
+
+
+def trigger_argument(function: dict[str, Any]) -> str:
+    """The parameter the trigger binds to, from the worker's index (`timer`, `event`, `req`, `message`, …)."""
+    [name] = [name for name, binding in function["bindings"].items() if binding["type"].endswith("Trigger")]
+    return name
 
 
 def http_trigger(function: dict[str, Any]) -> tuple[list[str], str] | None:
@@ -153,20 +159,19 @@ def build_plan(functions: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[st
     statuses: dict[str, tuple[int, ...]] = {}
 
     def named(cases: list) -> None:
-        for name, inputs, metadata in cases:
+        for name, payload, metadata in cases:
             if name in functions:
-                plan.append({"function": name, "inputs": {k: v() for k, v in inputs.items()}, "metadata": metadata})
+                inputs = {trigger_argument(functions[name]): payload()}
+                plan.append({"function": name, "inputs": inputs, "metadata": metadata})
 
     def routes(cases: list) -> None:
         for method, route, request, answers in cases:
             name = by_route.get((method, route))
             if name is not None:
-                trigger_arg = next(b for b, v in functions[name]["bindings"].items() if v["type"] == "httpTrigger")
-                plan.append({"function": name, "inputs": {trigger_arg: request()}})
+                plan.append({"function": name, "inputs": {trigger_argument(functions[name]): request()}})
                 statuses[name] = answers
 
     named(NAMED)
-    plan.insert(2, {"function": "publish_lifecycle_events", "inputs": {"timer": TIMER}})  # after the copy
     routes(ROUTES)
     named(AFTER_APPROVAL)
     routes(CLOSING_ROUTES)
@@ -219,7 +224,8 @@ def test_every_indexed_function_has_a_case_and_the_check_can_fail(indexed):
     functions = indexed.result["functions"]
     _, _, missing = build_plan(functions)
     assert missing == []
-    added = {**functions, "a_function_added_later": {"raw_bindings": [{"type": "timerTrigger"}], "bindings": {}}}
+    later = {"raw_bindings": [{"type": "timerTrigger"}], "bindings": {"t": {"type": "timerTrigger", "direction": "in"}}}
+    added = {**functions, "a_function_added_later": later}
     assert build_plan(added)[2] == ["a_function_added_later"]
 
 
