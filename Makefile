@@ -8,6 +8,8 @@ PY := $(VENV)/bin/python
 .PHONY: demo test bench clean check-python
 
 check-python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { \
+	  echo "error: $(PYTHON): command not found; run make with PYTHON=python3.11 (or any Python 3.10+ you have)" >&2; exit 2; }
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' 2>/dev/null || { \
 	  echo "error: $(PYTHON) is not Python 3.10 or newer; run make with PYTHON=python3.11 (or any 3.10+)" >&2; exit 2; }
 

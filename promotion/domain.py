@@ -245,6 +245,10 @@ class CopyState(str, Enum):
     COPY_FAILED = "copy_failed"
 
 
+# The prefix of RegistryCopy.operation while the registry applies the lineage tags.
+TAGGING = "tagging:"
+
+
 @dataclass(frozen=True)
 class RegistryCopy:
     """One attempt to copy a staging model version into the registry, from its start to its end.
@@ -264,14 +268,32 @@ class RegistryCopy:
     started_at: datetime
     updated_at: datetime
     # Where to ask how the copy is going (an ARM operation URL); None when the registry already held the
-    # version untagged, or in the moment between claiming the copy and starting it.
+    # version untagged, or in the moment between claiming the copy and starting it. Once the registry has
+    # accepted the lineage tags but not applied them yet, the tag update's handle, prefixed with TAGGING.
     operation: str | None = None
+    # The reason a copy failed; while it is copying, why its status could not be read (a 5xx, a timeout), and
+    # then updated_at is when that began.
     error: str | None = None
     revision: str | None = None
 
     @property
     def cause(self) -> str:
         return self.lineage.event_id
+
+    @property
+    def tag_operation(self) -> str | None:
+        """The handle of the tag update the registry is applying, when the copy is at that step."""
+        if self.state is CopyState.COPYING and self.operation and self.operation.startswith(TAGGING):
+            return self.operation.removeprefix(TAGGING)
+        return None
+
+    @property
+    def step(self) -> str:
+        """Where a copy under way stands, for people: `copying` or `tagging`; else its state."""
+        return "tagging" if self.tag_operation is not None else self.state.value
+
+    def tagging(self, operation: str, at: datetime) -> RegistryCopy:
+        return replace(self, operation=f"{TAGGING}{operation}", updated_at=at, error=None)
 
     @property
     def registry_tags(self) -> dict[str, str]:

@@ -142,14 +142,16 @@ class Policy:
         return Verdict(failed_rules=tuple(failed), policy_digest=self.digest)
 
     @classmethod
-    def load(cls, path: Path) -> Policy:
+    def load(cls, path: Path, *, named_by: str = "PROMOTION_POLICY_FILE") -> Policy:
+        """`named_by` is where the path came from (the setting, or a command-line option): a missing file names it."""
+
         def error(detail: str) -> PolicyError:
             return PolicyError(f"{path}: {detail}", detail=detail)
 
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise error("policy file not found (set PROMOTION_POLICY_FILE)") from None
+            raise error(f"policy file not found (check {named_by})") from None
         except (OSError, UnicodeDecodeError) as problem:
             raise error(f"cannot read the policy file: {type(problem).__name__}") from None
         try:

@@ -57,6 +57,19 @@ class CopyStatus:
     message: str | None = None  # the service's own words when it failed
 
 
+class StatusUnavailable(Exception):
+    """The status of an operation could not be read this time (a 5xx, throttling, a timeout, a dropped
+    connection): the operation itself may be fine, so ask again later."""
+
+
+@dataclass(frozen=True)
+class TagUpdate:
+    """A tag update the registry accepted but has not applied yet (a long-running operation): ask
+    `RegistryModels.tag_status` about `operation` until it says SUCCEEDED."""
+
+    operation: str
+
+
 class RegistryModels(Protocol):
     """Models in the shared Azure ML registry."""
 
@@ -76,7 +89,8 @@ class RegistryModels(Protocol):
         ...
 
     def copy_status(self, operation: str) -> CopyStatus:
-        """How the copy behind a handle from `start_copy` is going: one status read, never a wait."""
+        """How the copy behind a handle from `start_copy` is going: one status read, never a wait. Raises
+        StatusUnavailable when the status cannot be read this time."""
         ...
 
     def tag(
@@ -86,13 +100,22 @@ class RegistryModels(Protocol):
         description: str | None,
         *,
         check: Callable[[ModelVersion], None] = lambda held: None,
-    ) -> ModelVersion | None:
+    ) -> ModelVersion | TagUpdate | None:
         """Add tags to a registry version (and a description if it has none), keeping everything else as it is:
         a version's content is immutable, only its metadata may change. One read and one write.
 
         `check` sees the version as the registry holds it before anything changes; whatever it raises leaves
-        the version untouched and reaches the caller. None when the registry lacks the version.
+        the version untouched and reaches the caller. None when the registry lacks the version; a TagUpdate
+        when the registry accepted the change but has not applied it yet (never waited for).
         """
+        ...
+
+    def tag_status(
+        self, ref: ModelRef, operation: str, tags: Mapping[str, str], description: str | None = None
+    ) -> CopyStatus:
+        """How a tag update from `tag` is going, never a wait: SUCCEEDED only once the registry version shows
+        `tags` (a version whose update ended without them is tagged again, with `description` if it has none).
+        Raises StatusUnavailable when the status cannot be read this time."""
         ...
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -156,7 +157,8 @@ class Settings:
         def azure(name: str, pattern: re.Pattern[str], hint: str, *, required: bool = True) -> str:
             value = env.get(name, "").strip() or defaults.get(name, "")
             if not value and required:
-                raise SettingsError(f"setting {name} is missing (the {hint})")
+                unchosen = "" if env.get("PROMOTION_BACKEND", "").strip() else NO_BACKEND_HINT
+                raise SettingsError(f"setting {name} is missing (the {hint}){unchosen}")
             if value and not pattern.fullmatch(value):
                 raise SettingsError(f"setting {name} is not a valid {hint}")
             return value
@@ -199,7 +201,48 @@ def app_path(text: str, env: Mapping[str, str]) -> Path:
     if path.is_absolute():
         return path
     script_root = env.get("AzureWebJobsScriptRoot")  # the host's own word for the app root, in Azure
-    return (Path(script_root) if script_root else APP_ROOT) / path
+    return (Path(script_root) if script_root else checkout_root()) / path
+
+
+def checkout_root() -> Path:
+    """The folder of function_app.py and host.json. A non-editable `pip install .` copies the package into
+    site-packages without the app's files, so there is no app root there: refused, rather than writing the local
+    state into site-packages and looking for the policy beside it."""
+    if not (APP_ROOT / "host.json").is_file():
+        raise SettingsError(NOT_AN_APP_ROOT)
+    return APP_ROOT
+
+
+NOT_AN_APP_ROOT = (
+    "promotion runs from an installed package (pip install .), which has no app root (the folder of host.json and "
+    "promotion-policy.json): install it from the checkout with `pip install -e .` (make does), or set "
+    "AzureWebJobsScriptRoot to the app's folder, or give PROMOTION_POLICY_FILE and PROMOTION_LOCAL_ROOT as "
+    "absolute paths"
+)
+NO_BACKEND_HINT = (
+    "; PROMOTION_BACKEND is not set, so the Azure ML backend is used: set PROMOTION_BACKEND=local to run without "
+    "Azure (local.settings.example.json does)"
+)
+
+
+def with_local_settings(env: Mapping[str, str], root: Path | None = None) -> dict[str, str]:
+    """The environment completed with the `Values` of local.settings.json at the app root, when there is one, as
+    Core Tools does for the host: a variable set in the environment wins. Values must be strings, as for Core Tools.
+    The file may hold secrets, so errors name the file and the key, never a value."""
+    path = (APP_ROOT if root is None else root) / "local.settings.json"
+    if not path.is_file():
+        return dict(env)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise SettingsError(f"{path}: not a readable JSON file ({type(error).__name__})") from None
+    values = document.get("Values") if isinstance(document, dict) else None
+    if not isinstance(values, dict):
+        raise SettingsError(f'{path}: expected an object "Values" of settings')
+    for key, value in values.items():
+        if not isinstance(value, str):
+            raise SettingsError(f"{path}: Values.{key} must be a string")
+    return {**values, **env}
 
 
 def workspace_resource_id(subscription_id: str, resource_group: str, workspace: str) -> str:

@@ -24,3 +24,24 @@ def app_clock():
     previous = wiring.use_clock(clock)
     yield clock
     wiring.use_clock(previous)
+
+
+@pytest.fixture(scope="session")
+def _no_local_settings_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("no-local-settings")
+
+
+@pytest.fixture(autouse=True)
+def no_developer_local_settings(monkeypatch, _no_local_settings_root):
+    """The `promotion` command reads local.settings.json at the app root, as Core Tools does. A developer's own file
+    in this checkout must not reach the tests that run the command in-process; a test that moves the app root
+    (settings.APP_ROOT) gets the file of that root."""
+    from promotion import cli, settings
+
+    checkout = settings.APP_ROOT
+
+    def without_the_checkouts_file(env):
+        root = _no_local_settings_root if checkout == settings.APP_ROOT else None
+        return settings.with_local_settings(env, root=root)
+
+    monkeypatch.setattr(cli, "with_local_settings", without_the_checkouts_file)

@@ -60,3 +60,52 @@ def test_make_accepts_this_python():
         ["make", "-C", str(ROOT), "check-python", f"PYTHON={sys.executable}"], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_a_non_editable_install_refuses_to_guess_an_app_root(tmp_path):
+    """`pip install .` copies the package and function_app.py into site-packages, without host.json or the policy:
+    the command says how to install it instead, and writes nothing into site-packages."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "requirements.txt", "README.md", "LICENSE", "function_app.py"):
+        shutil.copy2(ROOT / name, source / name)
+    shutil.copytree(ROOT / "promotion", source / "promotion", ignore=shutil.ignore_patterns("__pycache__"))
+    site = tmp_path / "site-packages"
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--disable-pip-version-check"]
+        + ["--target", str(site), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert install.returncode == 0, install.stderr
+    assert (site / "function_app.py").is_file() and not (site / "host.json").exists()
+
+    command = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import promotion; "
+        "assert promotion.__file__.startswith(sys.argv[1]), promotion.__file__; "
+        "from promotion.cli import main; sys.exit(main(['local', 'list', 'staging']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", command, str(site)],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "installed package (pip install .)" in result.stderr and "pip install -e ." in result.stderr
+    assert not (site / ".promotion").exists()
+
+
+def test_make_says_when_the_python_command_does_not_exist(tmp_path):
+    missing = "python3.12-that-does-not-exist"
+    result = subprocess.run(
+        ["make", "-C", str(ROOT), "check-python", f"PYTHON={missing}"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert f"{missing}: command not found" in result.stderr
+    assert "not Python 3.10 or newer" not in result.stderr

@@ -32,6 +32,7 @@ from promotion.domain import DEPLOYMENT_MODEL_TAG, ModelRef, ModelVersion, isofo
 from promotion.ports import (
     AlreadyExists,
     CopyProgress,
+    CopyRefused,
     CopyStatus,
     DeploymentFailed,
     DeploymentPlan,
@@ -43,6 +44,8 @@ from promotion.ports import (
 from promotion.settings import Settings
 
 _ENDPOINT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]{1,30}[A-Za-z0-9]")
+# Registry asset names, stricter than a workspace's: no '.' (ARM's pattern for registry model names).
+_REGISTRY_MODEL_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9\-_]{0,254}")
 _CREATING = ".creating-"
 _LOCAL_OPERATION = "local-copy:"
 
@@ -168,6 +171,12 @@ class LocalRegistry(LocalModels):
     lineage is added by the timer, as in Azure."""
 
     def start_copy(self, model: ModelVersion) -> str:
+        if not _REGISTRY_MODEL_NAME.fullmatch(model.name):
+            # What Azure answers (400, so for good): the name may be fine in a workspace, never in a registry.
+            raise CopyRefused(
+                f"the registry refused to copy {model.ref}: registry asset names take letters, digits, '-' and '_' "
+                "(no '.'), starting with a letter or digit"
+            )
         if model.path is None:
             raise InvalidModelFolder(f"model {model.ref} has no artifacts to copy")
         source = Path(model.path)
@@ -199,6 +208,15 @@ class LocalRegistry(LocalModels):
             record["description"] = record["description"] or description
 
         return self._update(ref, change)
+
+    def tag_status(
+        self, ref: ModelRef, operation: str, tags: Mapping[str, str], description: str | None = None
+    ) -> CopyStatus:
+        """Tags are applied at once here (`tag` never answers a TagUpdate), so the version says it all."""
+        held = self.get(ref)
+        if held is not None and all(held.tags.get(key) == value for key, value in tags.items()):
+            return CopyStatus(CopyProgress.SUCCEEDED)
+        return CopyStatus(CopyProgress.FAILED, f"the registry does not show the tags of {ref}")
 
 
 class LocalDeployer:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from promotion import wiring
 from promotion.cli.local import CommandError, default_model_type, local_settings, pairs
 from promotion.domain import MODEL_TYPES, InvalidName, ModelRef, ModelVersion
 from promotion.policy import Policy, PolicyError
-from promotion.settings import SettingsError
+from promotion.settings import SettingsError, with_local_settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     # The SDKs' own warnings (azure-identity lists every credential it tried) would bury the one line this prints.
     logging.getLogger("azure").setLevel(logging.ERROR)
     try:
+        # Like Core Tools: local.settings.json's Values at the app root, under whatever the environment sets.
+        for name, value in with_local_settings(os.environ).items():
+            os.environ.setdefault(name, value)
         return args.run(args)
     except (CommandError, SettingsError, PolicyError, InvalidName) as error:
         return _fail(str(error), 2)
@@ -171,7 +175,8 @@ def policy_check(args: argparse.Namespace) -> int:
 def policy_backtest(args: argparse.Namespace) -> int:
     from promotion import service
 
-    candidate = Policy.load(args.policy)  # a command-line path: relative to where the command runs
+    # A command-line path: relative to where the command runs.
+    candidate = Policy.load(args.policy, named_by="--policy")
     report = service.backtest(current=wiring.policy(), candidate=candidate, staging=wiring.backend().staging)
     if args.json:
         _print_json(report.to_json())
@@ -243,7 +248,7 @@ def copies_list(args: argparse.Namespace) -> int:
         _print_json([{"model": str(copy.model), **copy.to_json()} for copy in copies])
         return 0
     for copy in copies:
-        print(f"{copy.model}  {copy.state.value}  started by {copy.cause}{f'  ({copy.error})' if copy.error else ''}")
+        print(f"{copy.model}  {copy.step}  started by {copy.cause}{f'  ({copy.error})' if copy.error else ''}")
     return 0
 
 
@@ -329,11 +334,16 @@ def local_tag(args: argparse.Namespace) -> int:
 def local_list(args: argparse.Namespace) -> int:
     from promotion.cli.local import local_backend
 
-    backend = local_backend()
+    settings = local_settings()
+    backend = local_backend(settings)
     if args.where == "production":
         items: list[dict[str, Any]] = backend.production.list()
     else:
         items = [model.to_json() for model in getattr(backend, args.where).list()]
+    if args.where == "registry":
+        # The local registry holds a copy's files as soon as it starts; the timer adds the lineage and finishes it.
+        steps = _copy_steps(settings.local_root / "promotions.sqlite3", items)
+        items = [{**item, "copy": steps.get((item["name"], item["version"]))} for item in items]
     if args.json:
         _print_json(items)
     elif args.where == "production":
@@ -342,7 +352,8 @@ def local_list(args: argparse.Namespace) -> int:
     else:
         for item in items:
             tags = " ".join(f"{key}={value}" for key, value in item["tags"].items())
-            print(f"{item['name']}:{item['version']}  {item['type']}  {tags}")
+            unfinished = f"  [{item['copy']}: not finished]" if item.get("copy") not in (None, "copied") else ""
+            print(f"{item['name']}:{item['version']}  {item['type']}{unfinished}  {tags}")
     return 0
 
 
@@ -418,6 +429,22 @@ def describe_drift(finding: Any) -> str:
     return f"{finding.kind.value} on {where}: expected {json.dumps(dict(finding.expected))}, " + (
         f"found {json.dumps(dict(finding.actual))}"
     )
+
+
+def _copy_steps(store_file: Path, items: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """Where the copy of each listed registry version stands (copying, tagging, copied, copy_failed), from the
+    local store when there is one; nothing is created to find out."""
+    if not store_file.is_file():
+        return {}
+    from promotion.adapters.sqlite import SqlitePromotionStore
+
+    store = SqlitePromotionStore(store_file)
+    found = {}
+    for item in items:
+        copy = store.copy(ModelRef(item["name"], item["version"]))
+        if copy is not None:
+            found[(item["name"], item["version"])] = copy.step
+    return found
 
 
 def run_demo(args: argparse.Namespace) -> int:

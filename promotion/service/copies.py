@@ -1,16 +1,20 @@
 """Finishing registry copies: the timer's half of staging -> registry.
 
 Every minute, each copy under way is asked how it is going (one status read). A finished copy gets its lineage
-tags (one read and one write of the registry version: 3 requests in all) and is recorded `copied`; a failed one,
-or one that runs past the timeout, is recorded `copy_failed` with the reason. Each copy is handled on its own,
-and a run that races another run on another instance changes nothing more: the store takes one of them.
+tags (one read and one write of the registry version: 3 requests in all). The registry may apply that write as a
+long-running operation: the copy then stays `copying` with the handle of the tag update, and later runs ask about
+it, never waiting inside one run. Only once the registry shows the tags is the copy recorded `copied` (and
+`CopiedToRegistry` published). A failed copy or tag update, or one that runs past the timeout, is recorded
+`copy_failed` with the reason. A status that cannot be read (a 5xx, a timeout) is transient: the copy says for
+how long it has been unavailable, and the timeout still applies. Each copy is handled on its own, and a run that
+races another run on another instance changes nothing more: the store takes one of them.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from promotion import logs
@@ -23,7 +27,14 @@ from promotion.domain import (
     Outcome,
     RegistryCopy,
 )
-from promotion.ports import CopyProgress, PromotionStore, RegistryModels, StaleRevision
+from promotion.ports import (
+    CopyProgress,
+    PromotionStore,
+    RegistryModels,
+    StaleRevision,
+    StatusUnavailable,
+    TagUpdate,
+)
 from promotion.redaction import kept
 from promotion.service.common import Clock
 from promotion.service.lifecycle import copy_event
@@ -36,6 +47,8 @@ DEFAULT_TIMEOUT = timedelta(minutes=120)
 # A copy claimed without an operation has either found an untagged registry version (tagged at the next run) or
 # has not been started yet: its starter has this long to start it before the claim counts as abandoned.
 START_GRACE = timedelta(minutes=5)
+# How a copy under way says that its status cannot be read, followed by how long and the last answer.
+UNAVAILABLE = "status unavailable for "
 
 
 class RegistryConflict(Exception):
@@ -64,6 +77,10 @@ def advance_registry_copies(
         with logs.fields(model=copy.model, event_id=copy.cause):
             try:
                 state = advance_copy(copy, registry=registry, store=store, source=source, timeout=timeout, clock=clock)
+            except StatusUnavailable as unavailable:
+                log.warning("the copy of %s is still copying, but %s", copy.model, unavailable)
+                counts["errors"] += 1
+                continue
             except Exception:
                 log.exception("the copy of %s could not be advanced; it is tried again at the next run", copy.model)
                 counts["errors"] += 1
@@ -89,6 +106,8 @@ def advance_copy(
     at = clock()
     try:
         return _step(copy, registry, store, source, timeout, at)
+    except StatusUnavailable as error:
+        return _unavailable(store, copy, at, source, timeout, error)
     except Exception as error:
         if at - copy.started_at <= timeout:
             raise
@@ -99,6 +118,15 @@ def advance_copy(
 def _step(
     copy: RegistryCopy, registry: RegistryModels, store: PromotionStore, source: str, timeout: timedelta, at: datetime
 ) -> CopyState:
+    if copy.tag_operation is not None:
+        status = registry.tag_status(copy.model, copy.tag_operation, copy.registry_tags, copy.description)
+        if status.progress is CopyProgress.FAILED:
+            reason = f"the registry did not apply the lineage tags: {status.message or 'the tag update failed'}"
+            return _finish(store, copy, CopyState.COPY_FAILED, at, source, reason)
+        if status.progress is CopyProgress.RUNNING:
+            return _unless_too_old(store, copy, at, source, timeout)
+        return _finish(store, copy, CopyState.COPIED, at, source)
+
     if copy.operation is not None:
         status = registry.copy_status(copy.operation)
         if status.progress is CopyProgress.FAILED:
@@ -117,7 +145,38 @@ def _step(
             reason = "the copy was never started (the instance that claimed it stopped first); it is tried again"
             return _finish(store, copy, CopyState.COPY_FAILED, at, source, reason)
         return CopyState.COPYING
+    if isinstance(tagged, TagUpdate):
+        # Accepted, not applied: `copied` (and CopiedToRegistry) wait until the registry shows the tags.
+        _keep(store, copy, copy.tagging(tagged.operation, at))
+        return CopyState.COPYING
     return _finish(store, copy, CopyState.COPIED, at, source)
+
+
+def _keep(store: PromotionStore, copy: RegistryCopy, changed: RegistryCopy) -> None:
+    """Save a copy that stays under way; another run that changed it first has the last word."""
+    try:
+        store.save_copy(changed)
+    except StaleRevision:
+        log.info("the copy of %s was advanced by another run", copy.model)
+
+
+def _unavailable(
+    store: PromotionStore,
+    copy: RegistryCopy,
+    at: datetime,
+    source: str,
+    timeout: timedelta,
+    error: StatusUnavailable,
+) -> CopyState:
+    """A status that cannot be read is no reason to fail the copy, until the timeout: say for how long it has
+    been unavailable (since the first failed read, kept in updated_at while the note stands), and raise."""
+    since = copy.updated_at if (copy.error or "").startswith(UNAVAILABLE) else at
+    minutes = int((at - since).total_seconds() // 60)
+    note = kept(f"{UNAVAILABLE}{minutes} min: {error}")
+    if at - copy.started_at > timeout:
+        return _finish(store, copy, CopyState.COPY_FAILED, at, source, f"{_too_old(timeout)}; {note}")
+    _keep(store, copy, replace(copy, error=note, updated_at=since))
+    raise StatusUnavailable(note) from error
 
 
 def _ours(copy: RegistryCopy) -> Callable[[ModelVersion], None]:
@@ -140,9 +199,11 @@ def _ours(copy: RegistryCopy) -> Callable[[ModelVersion], None]:
 def _unless_too_old(
     store: PromotionStore, copy: RegistryCopy, at: datetime, source: str, timeout: timedelta
 ) -> CopyState:
-    if at - copy.started_at <= timeout:
-        return CopyState.COPYING
-    return _finish(store, copy, CopyState.COPY_FAILED, at, source, _too_old(timeout))
+    if at - copy.started_at > timeout:
+        return _finish(store, copy, CopyState.COPY_FAILED, at, source, _too_old(timeout))
+    if copy.error is not None:  # its status can be read again
+        _keep(store, copy, replace(copy, error=None, updated_at=at))
+    return CopyState.COPYING
 
 
 def _too_old(timeout: timedelta) -> str:

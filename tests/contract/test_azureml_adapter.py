@@ -5,6 +5,7 @@ Offline and fast; the fake is as slow and as strict as the service where it matt
 from __future__ import annotations
 
 import ast
+import logging
 import subprocess
 import sys
 import time
@@ -23,6 +24,8 @@ from promotion.ports import (
     DeploymentFailed,
     DeploymentPlan,
     Progress,
+    StatusUnavailable,
+    TagUpdate,
 )
 from promotion.settings import Settings, SettingsError
 from tests.fakes.fixtures import AZUREML_ENV
@@ -57,6 +60,17 @@ def plan(*, traffic_percent: int = 100, deployment: str = "credit-risk-v3") -> D
 def staged(fake, backend, ref: ModelRef = CREDIT) -> ModelVersion:
     fake.add_workspace_model(ref.name, ref.version, **SOURCE)
     return backend.staging.get(ref)
+
+
+def tag_until_done(backend, ref: ModelRef, tags: dict, description: str | None, polls: int = 10) -> ModelVersion:
+    """Tag, then ask how the tag update is going until it has succeeded, as later timer runs would."""
+    update = backend.registry.tag(ref, tags, description)
+    for _ in range(polls):
+        if not isinstance(update, TagUpdate):
+            return update
+        if backend.registry.tag_status(ref, update.operation, tags, description).progress is CopyProgress.SUCCEEDED:
+            return backend.registry.get(ref)
+    raise AssertionError(f"the tag update of {ref} did not finish in {polls} polls")
 
 
 def warm_up(fake, backend) -> None:
@@ -195,6 +209,19 @@ def test_registry_versions_list_one_model(fake_azureml, azureml_backend):
     assert azureml_backend.registry.versions("unknown") == []
 
 
+def test_registry_versions_include_archived_ones_which_the_listing_hides_by_default(fake_azureml, azureml_backend):
+    """An archived version's name is taken: reconcile must see it, or it would try to publish over it."""
+    fake_azureml.add_registry_model(CREDIT.name, 1)
+    fake_azureml.add_registry_model(CREDIT.name, 2, archived=True)
+
+    assert [m.version for m in azureml_backend.registry.versions(CREDIT.name)] == ["1", "2"]
+    (listing,) = [r for r in fake_azureml.requests if r.path.endswith("/models/credit-risk/versions")]
+    assert "listViewType=All" in listing.url
+    # The fake hides archived versions without it, as Azure does, so the assertion above can fail.
+    hidden = azureml_backend.arm.list(f"{azureml_backend.registry_path}/models/{CREDIT.name}/versions")
+    assert [item["name"] for item in hidden] == ["1"]
+
+
 def test_the_registry_resource_group_is_looked_up_once_per_process(fake_azureml, azureml_backend):
     for version in ("1", "2", "3"):
         azureml_backend.registry.get(ModelRef(CREDIT.name, version))
@@ -215,9 +242,35 @@ def test_an_unknown_registry_says_which_settings_to_check(fake_azureml):
     settings = Settings.from_env({**AZUREML_ENV, "REGISTRY_NAME": "no-such-registry"})
     backend = AzureMLBackend(settings, retry_total=0)
 
-    with pytest.raises(SettingsError, match="REGISTRY_RESOURCE_GROUP") as raised:
+    with pytest.raises(SettingsError, match="REGISTRY_RESOURCE_GROUP and REGISTRY_SUBSCRIPTION_ID") as raised:
         backend.registry.get(CREDIT)
+    assert "Microsoft.MachineLearningServices/registries/read at the scope of" in str(raised.value)
     assert "no-such-registry" not in str(raised.value) and AZUREML_ENV["AZURE_SUBSCRIPTION_ID"] not in str(raised.value)
+
+
+def test_a_lookup_the_identity_may_not_make_names_both_settings_and_the_permission(fake_azureml, azureml_backend):
+    fake_azureml.fail_next("GET", "/registries?", 403, code="AuthorizationFailed", message="no access")
+
+    with pytest.raises(SettingsError) as raised:
+        azureml_backend.registry.get(CREDIT)
+    message = str(raised.value)
+    assert message.startswith("the app's identity may not list registries (403)")
+    assert "REGISTRY_RESOURCE_GROUP and REGISTRY_SUBSCRIPTION_ID" in message
+    assert "Microsoft.MachineLearningServices/registries/read" in message
+
+
+def test_the_registry_may_live_in_another_subscription_with_no_lookup(fake_azureml):
+    other = "99999999-9999-4999-8999-999999999999"
+    fake_azureml.subscription_id = other  # where the fake's registry now lives
+    settings = Settings.from_env(
+        {**AZUREML_ENV, "REGISTRY_RESOURCE_GROUP": "rg-ml-registry", "REGISTRY_SUBSCRIPTION_ID": other}
+    )
+    backend = AzureMLBackend(settings, retry_total=0)
+
+    assert backend.registry.get(CREDIT) is None
+    (read,) = fake_azureml.requests
+    assert read.path.startswith(f"/subscriptions/{other}/resourceGroups/rg-ml-registry/")
+    assert "/registries?" not in read.url
 
 
 @pytest.mark.parametrize("spelling", ["MLFlowModel", "mlflow_model", "TritonModel", "custom_model"])
@@ -353,15 +406,110 @@ def test_tagging_sends_every_immutable_field_back_unchanged(fake_azureml, azurem
     before = dict(fake_azureml.registry_model(CREDIT.name, CREDIT.version)["properties"])
     warm_up(fake_azureml, azureml_backend)
 
-    tagged = azureml_backend.registry.tag(CREDIT, {**SOURCE["tags"], **LINEAGE}, "from staging")
+    tagged = tag_until_done(azureml_backend, CREDIT, {**SOURCE["tags"], **LINEAGE}, "from staging")
 
     assert dict(tagged.tags) == {**SOURCE["tags"], **LINEAGE} and tagged.description == "from staging"
     after = fake_azureml.registry_model(CREDIT.name, CREDIT.version)["properties"]
     for field in ("modelUri", "modelType", "properties", "flavors"):
         assert after[field] == before[field]
-    assert [r.method for r in fake_azureml.requests] == ["GET", "PUT"]
     (put,) = [r for r in fake_azureml.requests if r.method == "PUT"]
     assert "provisioningState" not in put.body["properties"]  # read-only: never sent back
+
+
+def test_a_tag_update_is_followed_until_the_registry_shows_the_tags_one_request_per_question(
+    fake_azureml, azureml_backend
+):
+    """RegistryModelVersions_CreateOrUpdate answers 201 with Azure-AsyncOperation, and the fake's operation takes
+    3 polls, as Azure's can: until it succeeds the version shows its old tags, so nothing may count it tagged."""
+    fake_azureml.add_registry_model(CREDIT.name, CREDIT.version)
+    warm_up(fake_azureml, azureml_backend)
+
+    update = azureml_backend.registry.tag(CREDIT, LINEAGE, "from staging")
+
+    assert isinstance(update, TagUpdate) and update.operation.startswith("Azure-AsyncOperation:https://management.")
+    assert [r.method for r in fake_azureml.requests] == ["GET", "PUT"]
+    assert azureml_backend.registry.get(CREDIT).tags == {}  # accepted, not applied
+    fake_azureml.reset_log()
+
+    progress = [azureml_backend.registry.tag_status(CREDIT, update.operation, LINEAGE).progress for _ in range(4)]
+
+    assert progress == [CopyProgress.RUNNING] * 3 + [CopyProgress.SUCCEEDED]
+    # 3 polls that answer InProgress, then the poll that answers Succeeded and the read of the original URI.
+    assert fake_azureml.count() == 5 and fake_azureml.count("GET", "/models/credit-risk/versions/3") == 1
+    assert dict(azureml_backend.registry.get(CREDIT).tags) == LINEAGE
+
+
+def test_a_tag_update_that_fails_reports_the_service_message_and_changes_nothing(fake_azureml, azureml_backend):
+    fake_azureml.registry_update_outcome = "Failed"
+    fake_azureml.registry_update_polls = 1
+    fake_azureml.add_registry_model(CREDIT.name, CREDIT.version, tags={"owner": "risk"})
+    update = azureml_backend.registry.tag(CREDIT, LINEAGE, None)
+
+    progress = [azureml_backend.registry.tag_status(CREDIT, update.operation, LINEAGE) for _ in range(2)]
+
+    assert [status.progress for status in progress] == [CopyProgress.RUNNING, CopyProgress.FAILED]
+    assert progress[1].message == "the registry could not update the model version"
+    assert dict(azureml_backend.registry.get(CREDIT).tags) == {"owner": "risk"}
+
+
+def test_a_tag_update_answered_at_once_is_done(fake_azureml, azureml_backend):
+    fake_azureml.registry_update_polls = 0  # 200 with the version, which Azure may also answer
+    fake_azureml.add_registry_model(CREDIT.name, CREDIT.version)
+
+    tagged = azureml_backend.registry.tag(CREDIT, LINEAGE, None)
+
+    assert isinstance(tagged, ModelVersion) and dict(tagged.tags) == LINEAGE
+
+
+def test_a_version_with_an_update_under_way_is_re_read_then_tagged(fake_azureml, azureml_backend):
+    """Someone else's update is running (the version reads Updating): ours is not sent over it, and once the
+    version has settled without our tags they are sent then."""
+    fake_azureml.add_registry_model(CREDIT.name, CREDIT.version)
+    someone = azureml_backend.registry.tag(CREDIT, {"owner": "someone"}, None)
+    assert isinstance(someone, TagUpdate)
+
+    update = azureml_backend.registry.tag(CREDIT, LINEAGE, None)
+
+    assert update == TagUpdate("version:") and fake_azureml.count("PUT") == 1
+    assert azureml_backend.registry.tag_status(CREDIT, update.operation, LINEAGE).progress is CopyProgress.RUNNING
+    fake_azureml.run_registry_updates()
+    assert azureml_backend.registry.tag_status(CREDIT, update.operation, LINEAGE).progress is CopyProgress.RUNNING
+    assert fake_azureml.count("PUT") == 2  # ours, now that the other one is done
+    fake_azureml.run_registry_updates()
+    assert azureml_backend.registry.tag_status(CREDIT, update.operation, LINEAGE).progress is CopyProgress.SUCCEEDED
+    assert dict(azureml_backend.registry.get(CREDIT).tags) == {"owner": "someone", **LINEAGE}
+
+
+@pytest.mark.parametrize("operation", ["copy", "tag update"])
+@pytest.mark.parametrize("status", [500, 503, 429])
+def test_a_status_poll_that_fails_is_unavailable_not_a_failure(fake_azureml, azureml_backend, operation, status):
+    fake_azureml.publish_async_operation = True
+    if operation == "copy":
+        handle = azureml_backend.registry.start_copy(staged(fake_azureml, azureml_backend))
+
+        def ask():
+            return azureml_backend.registry.copy_status(handle)
+    else:
+        fake_azureml.add_registry_model(CREDIT.name, CREDIT.version)
+        update = azureml_backend.registry.tag(CREDIT, LINEAGE, None)
+
+        def ask():
+            return azureml_backend.registry.tag_status(CREDIT, update.operation, LINEAGE)
+
+    fake_azureml.fail_next("GET", "/mfeOperationsStatus/", status, times=3, message="the front door is down")
+
+    for _ in range(3):
+        with pytest.raises(StatusUnavailable, match=f"{status} .*the front door is down"):
+            ask()
+    assert ask().progress is CopyProgress.RUNNING  # the operation itself was never in trouble
+
+
+def test_a_status_poll_whose_connection_drops_is_unavailable(fake_azureml, azureml_backend):
+    handle = azureml_backend.registry.start_copy(staged(fake_azureml, azureml_backend))
+    fake_azureml.drop_next("GET", "/mfeOperationResults/")
+
+    with pytest.raises(StatusUnavailable, match="ServiceRequestError"):
+        azureml_backend.registry.copy_status(handle)
 
 
 def test_the_fake_refuses_a_change_of_content_as_the_registry_does(fake_azureml, azureml_backend):
@@ -378,7 +526,7 @@ def test_the_fake_refuses_a_change_of_content_as_the_registry_does(fake_azureml,
 def test_a_description_the_registry_has_is_kept(fake_azureml, azureml_backend):
     fake_azureml.add_registry_model(CREDIT.name, CREDIT.version, description="written by hand")
 
-    tagged = azureml_backend.registry.tag(CREDIT, LINEAGE, "from staging")
+    tagged = tag_until_done(azureml_backend, CREDIT, LINEAGE, "from staging")
 
     assert tagged.description == "written by hand"
 
@@ -730,3 +878,33 @@ def test_a_failure_message_is_capped_and_redacted_before_it_is_kept(fake_azureml
 
     assert len(status.message) <= 4096 and status.message.endswith("and failed")
     assert "c2VjcmV0c2lnbmF0dXJl" not in status.message
+
+
+def test_azure_core_logs_no_request_at_information(fake_azureml, azureml_backend, caplog):
+    """azure-core's HTTP logging policy logs every request's headers at INFO, which the host would ship to
+    Application Insights; the adapters lower it to warnings."""
+    caplog.set_level(logging.INFO)  # the root logger, as the Functions host's worker sets it
+
+    azureml_backend.registry.get(CREDIT)
+    fake_azureml.fail_next("GET", "/models/credit-risk/versions/3", 500)
+    with pytest.raises(HttpResponseError):
+        azureml_backend.registry.get(CREDIT)
+
+    assert fake_azureml.count() >= 3
+    http_logs = [r for r in caplog.records if r.name.startswith("azure.core.pipeline.policies.http_logging")]
+    assert http_logs == []
+    assert logging.getLogger("azure.core.pipeline.policies.http_logging_policy").getEffectiveLevel() == logging.WARNING
+
+
+def test_without_the_adapter_azure_core_would_log_each_request(fake_azureml, azureml_backend, caplog):
+    """The check above can fail: with the policy's logger at INFO (the root's level in the worker, which it would
+    inherit untouched), the same call logs its request."""
+    logger = logging.getLogger("azure.core.pipeline.policies.http_logging_policy")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        caplog.set_level(logging.INFO)
+        azureml_backend.registry.get(CREDIT)
+    finally:
+        logger.setLevel(level)
+    assert any(r.name == logger.name and "Request URL" in r.getMessage() for r in caplog.records)

@@ -14,7 +14,15 @@ from promotion.adapters.azureml import AzureMLBackend
 from promotion.adapters.local import LocalBackend
 from promotion.domain import DEPLOYMENT_MODEL_TAG, Lineage, ModelRef, ModelVersion
 from promotion.fingerprint import fingerprint
-from promotion.ports import AlreadyExists, CopyProgress, DeploymentFailed, DeploymentPlan, Progress
+from promotion.ports import (
+    AlreadyExists,
+    CopyProgress,
+    CopyRefused,
+    DeploymentFailed,
+    DeploymentPlan,
+    Progress,
+    TagUpdate,
+)
 from promotion.settings import Settings
 from tests.fakes.azureml_http import FakeAzureML
 from tests.fakes.fixtures import AZUREML_ENV, managed_identity_env
@@ -56,6 +64,9 @@ class LocalWorld:
 
     def archive(self, ref: ModelRef) -> None:
         self.backend.registry.set_archived(ref)
+
+    def set_registry_tags(self, ref: ModelRef, tags: dict[str, str]) -> None:
+        self.backend.registry.set_tags(ref, tags)
 
     def deploy_by_hand(self, endpoint: str, deployment: str, model_uri: str) -> None:
         self.backend.production.deploy_by_hand(endpoint, deployment, model_uri)
@@ -99,12 +110,16 @@ class AzureWorld:
     def archive(self, ref: ModelRef) -> None:
         self.fake.archive_registry_model(ref.name, ref.version)
 
+    def set_registry_tags(self, ref: ModelRef, tags: dict[str, str]) -> None:
+        self.fake.set_registry_model_tags(ref.name, ref.version, tags)
+
     def deploy_by_hand(self, endpoint: str, deployment: str, model_uri: str) -> None:
         self.fake.add_deployment(endpoint, deployment, model=model_uri)
 
     def finish_operations(self) -> None:
         """The service finishes what is under way, as it would after a few minutes."""
         self.fake.run_publishes()
+        self.fake.run_registry_updates()
         for name in list(self.fake.production.endpoints):
             self.fake.finish(name)
         for endpoint, name in list(self.fake.production.deployments):
@@ -181,6 +196,21 @@ def copy_until_done(world, model: ModelVersion) -> None:
     raise AssertionError("the copy never finished")
 
 
+def tag(world, ref: ModelRef, tags: dict[str, str], description: str | None) -> ModelVersion:
+    """The tag step as the timer takes it: the update, and if the registry has not applied it yet, its status once
+    the registry has had time (Azure answers a long-running operation; the local registry applies it at once)."""
+    update = world.backend.registry.tag(ref, tags, description)
+    if not isinstance(update, TagUpdate):
+        return update
+    held = world.backend.registry.get(ref).tags
+    assert any(held.get(key) != value for key, value in tags.items()), "accepted is not applied"
+    assert world.backend.registry.tag_status(ref, update.operation, tags, description).progress is CopyProgress.RUNNING
+    world.finish_operations()
+    status = world.backend.registry.tag_status(ref, update.operation, tags, description)
+    assert status.progress is CopyProgress.SUCCEEDED, status
+    return world.backend.registry.get(ref)
+
+
 def test_a_copy_carries_the_content_and_the_tag_step_the_metadata(world):
     world.seed_staging(SOURCE)
     staged = world.backend.staging.get(REF)
@@ -191,11 +221,22 @@ def test_a_copy_carries_the_content_and_the_tag_step_the_metadata(world):
     assert copy.type == "mlflow_model" and dict(copy.properties) == {"auc": "0.91"}
     assert not Lineage.is_tagged(copy.tags)  # an import carries no tags; the tag step adds them
 
-    tagged = world.backend.registry.tag(REF, {**staged.tags, **LINEAGE.as_tags()}, staged.description)
+    tagged = tag(world, REF, {**staged.tags, **LINEAGE.as_tags()}, staged.description)
     assert dict(tagged.tags) == {"stage": "candidate", **LINEAGE.as_tags()}
     assert world.backend.registry.get(REF) == tagged
     assert tagged.description == "taxi fares"
     assert [m.version for m in world.backend.registry.versions("taxi-fare")] == ["4"]
+
+
+def test_a_name_with_a_dot_is_refused_by_the_registry_for_good(world):
+    """Workspaces allow '.' in model names, registries do not: the copy is refused (not retried), with the rule."""
+    churn = ModelVersion(ModelRef("Churn.V2", "1"), "mlflow_model", {}, {}, None)
+    world.seed_staging(churn)
+
+    with pytest.raises(CopyRefused, match=r"Churn\.V2.*no '\.'"):
+        world.backend.registry.start_copy(world.backend.staging.get(churn.ref))
+    assert world.backend.registry.get(churn.ref) is None
+    assert world.backend.registry.versions("Churn.V2") == []
 
 
 def test_a_version_is_copied_once(world):
@@ -208,7 +249,7 @@ def test_tags_change_but_content_does_not(world):
     world.seed_registry(SOURCE)
     before = world.backend.registry.get(REF)
     later = Lineage(LINEAGE.source_workspace, REF, "event-2", "sha256:2")
-    tagged = world.backend.registry.tag(REF, later.as_tags(), "another description")
+    tagged = tag(world, REF, later.as_tags(), "another description")
     assert tagged.tags["promotion.event_id"] == "event-2" and tagged.tags["stage"] == "candidate"
     assert (tagged.type, dict(tagged.properties), tagged.path) == (before.type, dict(before.properties), before.path)
     assert tagged.description == "taxi fares"  # a description the version has is kept
@@ -280,7 +321,7 @@ def test_registry_reads_carry_the_immutable_parts_and_whether_the_version_is_arc
     assert "taxi-fare" in read.asset_id and read.asset_id.endswith("/versions/4")
     assert read.created_at and isinstance(read.flavors, Mapping) and read.archived is False
     assert fingerprint(registry.get(REF)) == fingerprint(read)  # the same version reads the same
-    registry.tag(REF, {"accuracy": "0.5"}, None)
+    world.set_registry_tags(REF, {"accuracy": "0.5"})  # someone with write access, outside the app
     world.archive(REF)
     now = registry.get(REF)
     assert now.archived is True and now.tags["accuracy"] == "0.5"

@@ -19,8 +19,11 @@ Any other request gets a 501 naming it, so a test sees at once what was asked fo
 It is not kinder than Azure: a publish takes `publish_polls` polls and sends no Retry-After unless told to (the
 worst case for a client that waits: azure-core would sleep its 30-second default per poll); registry versions keep
 their content (a PUT may change only tags, description, stage and isArchived, and must send the rest back
-unchanged); publishing a version the registry holds answers 409; registry model names refuse '.'. Where the real
-service's answer is not documented, the fake guesses and says so next to the guess.
+unchanged), and a PUT is a long-running operation by default (201 with Azure-AsyncOperation, the version
+`Updating` and its old tags shown until the operation has been polled `registry_update_polls` times); publishing a
+version the registry holds answers 409; registry model names refuse '.'; listing registry versions hides archived
+ones unless `listViewType=All`. Where the real service's answer is not documented, the fake guesses and says so
+next to the guess.
 """
 
 from __future__ import annotations
@@ -165,6 +168,10 @@ class FakeAzureML:
         self.publish_async_operation = False  # also send Azure-AsyncOperation (the spec names only Location)
         self.publish_copies_tags = False  # undocumented, so the adapter must not rely on it
         self.page_size = 100  # items per page of a listing; smaller values exercise nextLink
+        # RegistryModelVersions_CreateOrUpdate on an existing version: how many polls of its Azure-AsyncOperation
+        # answer InProgress before the change is applied (0: answered at once with 200, which Azure may also do).
+        self.registry_update_polls = 3
+        self.registry_update_outcome = "Succeeded"  # or "Failed": the version keeps what it had
 
         self.import_polls = 1
         self.import_returns_body = True
@@ -249,10 +256,12 @@ class FakeAzureML:
         tags: Mapping[str, str] | None = None,
         properties: Mapping[str, str] | None = None,
         description: str | None = None,
+        archived: bool = False,
     ) -> dict[str, Any]:
         version = str(version)
         asset = f"azureml://registries/{self.registry_name}/models/{name}/versions/{version}"
         body = _model_version(asset, type=type, tags=tags, properties=properties, description=description, path=asset)
+        body["properties"]["isArchived"] = archived
         self.registry_models[(name, version)] = body
         return body
 
@@ -566,7 +575,12 @@ class FakeAzureML:
         if registry != self.registry_name:
             return _not_found(f"registry {registry}")
         if not _REGISTRY_MODEL_NAME.fullmatch(destination) or not version_to:
-            return _error(400, "UserError", f"invalid destination model name or version {destination!r}:{version_to!r}")
+            return _error(
+                400,
+                "UserError",
+                f"invalid destination model name or version {destination!r}:{version_to!r}: registry asset names "
+                "take letters, digits, '-' and '_' (no '.'), starting with a letter or digit",
+            )
         if (destination, version_to) in self.registry_models:
             return _error(409, "Conflict", f"model {destination}:{version_to} already exists in registry {registry}")
         operation = next(self._ids)
@@ -588,11 +602,24 @@ class FakeAzureML:
         provider = "providers/Microsoft.MachineLearningServices"
         return f"{ARM}/subscriptions/{self.subscription_id}/{provider}/locations/{self.location}"
 
-    def _step_publish(self, operation: str) -> str:
-        """One poll of a publish: InProgress until its polls run out, then its outcome (and, on success, the copy)."""
+    def _step_operation(self, operation: str) -> str:
+        """One poll of a publish or a registry update: InProgress until its polls run out, then its outcome (and,
+        on success, the copy, or the update applied)."""
         state = self._operations.get(operation)
         if state is None:
             return "Unknown"
+        if "update" in state:
+            if state["polls_left"] > 0:
+                state["polls_left"] -= 1
+                return "InProgress"
+            model = self.registry_models.get(state["update"])
+            if model is not None and model.get("_update") == operation:
+                if state["outcome"] == "Succeeded":
+                    model["properties"] = {**state["changed"], "provisioningState": "Succeeded"}
+                else:
+                    model["properties"]["provisioningState"] = "Succeeded"  # as it was, unchanged
+                del model["_update"]
+            return state["outcome"]
         if state["polls_left"] > 0:
             state["polls_left"] -= 1
             return "InProgress"
@@ -618,11 +645,11 @@ class FakeAzureML:
         for operation, state in self._operations.items():
             if "destination" in state:
                 state["polls_left"] = 0
-                self._step_publish(operation)
+                self._step_operation(operation)
 
     def _publish_result(self, operation: str, **_: Any) -> Answer:
         """The Location URL: 202 while running, 200 once done, the operation's error when it failed."""
-        status = self._step_publish(operation)
+        status = self._step_operation(operation)
         if status == "Unknown":
             return _not_found(f"operation {operation}")
         if status == "InProgress":
@@ -636,12 +663,14 @@ class FakeAzureML:
 
     def _publish_status(self, operation: str, **_: Any) -> Answer:
         """The Azure-AsyncOperation URL: a status document."""
-        status = self._step_publish(operation)
+        status = self._step_operation(operation)
         if status == "Unknown":
             return _not_found(f"operation {operation}")
         document: dict[str, Any] = {"id": operation, "name": operation, "status": status}
         if status == "Failed":
-            document["error"] = {"code": "UserError", "message": self.publish_error}
+            update = "update" in self._operations[operation]
+            message = "the registry could not update the model version" if update else self.publish_error
+            document["error"] = {"code": "UserError", "message": message}
         return _ok(document)
 
     # ---- the registry through ARM
@@ -666,6 +695,8 @@ class FakeAzureML:
         versions = [model for (model_name, _), model in sorted(self.registry_models.items()) if model_name == name]
         if not versions:
             return _not_found(f"model {name}")
+        if query.get("listViewType", "ActiveOnly") == "ActiveOnly":
+            versions = [model for model in versions if not _archived(model)]
         return self._page(versions, query)
 
     def _list_registry_versions_data_plane(self, name: str, query: Mapping[str, str], **_: Any) -> Answer:
@@ -678,9 +709,40 @@ class FakeAzureML:
         return self._get_registry_model(name=name, version=version)
 
     def _arm_put_registry_model(self, rg: str, registry: str, name: str, version: str, body: Any, **_: Any) -> Answer:
+        """RegistryModelVersions_CreateOrUpdate: 200, or 201 with Azure-AsyncOperation (final state via the
+        original URI). While the operation runs, the version reads `Updating` with its old tags, and another PUT
+        answers 409."""
         if not self._registry_matches(rg, registry):
             return _not_found(f"registry {registry} in resource group {rg}")
-        return self._put_registry_model(name=name, version=version, body=body)
+        model = self.registry_models.get((name, version))
+        if model is None or self.registry_update_polls <= 0:
+            return self._put_registry_model(name=name, version=version, body=body)
+        if model["properties"].get("provisioningState") != "Succeeded":
+            return _error(409, "Conflict", f"an operation is in progress on registry model {name}:{version}")
+        before = copy.deepcopy(model)
+        answer = self._put_registry_model(name=name, version=version, body=body)
+        if answer[0] != 200:
+            return answer
+        changed = copy.deepcopy(model["properties"])
+        self.registry_models[(name, version)] = before
+        before["properties"]["provisioningState"] = "Updating"
+        operation = next(self._ids)
+        before["_update"] = operation
+        self._operations[operation] = {
+            "polls_left": self.registry_update_polls,
+            "update": (name, version),
+            "changed": changed,
+            "outcome": self.registry_update_outcome,
+        }
+        headers = {"Azure-AsyncOperation": f"{self._operation_base}/mfeOperationsStatus/{operation}"}
+        return _ok(before, 201, headers)
+
+    def run_registry_updates(self) -> None:
+        """Let every registry update under way finish, as the service would after a while, without anyone polling."""
+        for operation, state in self._operations.items():
+            if "update" in state:
+                state["polls_left"] = 0
+                self._step_operation(operation)
 
     # ---- online endpoints and deployments (production)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -617,3 +618,74 @@ def test_local_changes_outside_the_app_keep_azures_rules(local_app, capsys, argv
     assert code == EXIT_USAGE and message in err
     one_clear_line(err)
     assert backend(local_app).production.endpoint("taxi-fare-prod").traffic == {"taxi-fare-v1": 100}
+
+
+def test_list_registry_shows_a_copy_that_is_not_finished(local_app, capsys):
+    """The local registry holds the files as soon as the copy starts, without lineage until the timer finishes it:
+    the listing says so, and stops saying so once it is copied."""
+    from tests.functions.conftest import grid_event, user_function
+
+    register(capsys)
+    topic = local_app.settings().staging_workspace_id
+    user_function("on_model_registered")(grid_event(ModelRef("taxi-fare", "1"), topic=topic))
+
+    code, out, _ = run(capsys, "local", "list", "registry")
+    assert code == 0 and out.startswith("taxi-fare:1  mlflow_model  [copying: not finished]"), out
+    [listed] = json.loads(run(capsys, "local", "list", "registry", "--json")[1])
+    assert listed["copy"] == "copying"
+
+    run(capsys, "copies", "advance")
+    code, out, _ = run(capsys, "local", "list", "registry")
+    assert "not finished" not in out and out.startswith("taxi-fare:1  mlflow_model  ")
+    assert "promotion.event_id=" in out
+    [listed] = json.loads(run(capsys, "local", "list", "registry", "--json")[1])
+    assert listed["copy"] == "copied"
+
+
+def test_policy_backtest_with_a_missing_candidate_names_the_option(local_app, capsys, tmp_path):
+    code, _, err = run(capsys, "policy", "backtest", "--policy", tmp_path / "missing.json")
+    assert code == EXIT_USAGE
+    one_clear_line(err)
+    assert "missing.json: policy file not found (check --policy)" in err and "PROMOTION_POLICY_FILE" not in err
+
+
+# --- local.settings.json, as Core Tools reads it ---------------------------------------------------
+
+
+@pytest.fixture
+def app_root(monkeypatch, tmp_path):
+    """An app root of this test's own (host.json beside it), and an environment the CLI may change freely."""
+    from promotion import settings as settings_module
+
+    root = tmp_path / "app"
+    root.mkdir()
+    (root / "host.json").write_text("{}")
+    shutil.copy2(POLICY, root / "promotion-policy.json")
+    monkeypatch.setattr(settings_module, "APP_ROOT", root)
+    monkeypatch.setattr(
+        os, "environ", {k: v for k, v in os.environ.items() if not k.startswith(("PROMOTION_", "AZURE"))}
+    )
+    for name in ("PROMOTION_BACKEND", "PROMOTION_POLICY_FILE", "PROMOTION_LOCAL_ROOT", "AzureWebJobsScriptRoot"):
+        os.environ.pop(name, None)
+    return root
+
+
+def test_without_a_backend_the_error_points_at_the_local_one(app_root, capsys):
+    code, _, err = run(capsys, "policy", "check", "--name", "taxi-fare", "--version", "1")
+    assert code == EXIT_USAGE
+    one_clear_line(err)
+    assert "setting AZURE_SUBSCRIPTION_ID is missing" in err and "set PROMOTION_BACKEND=local" in err
+
+
+def test_the_cli_reads_local_settings_json_at_the_app_root_and_the_environment_wins(app_root, capsys):
+    values = json.loads((ROOT / "local.settings.example.json").read_text())
+    (app_root / "local.settings.json").write_text(json.dumps(values))
+    register(capsys)  # into the app root's .promotion, as local.settings.json says
+
+    code, out, err = run(capsys, "policy", "check", "--name", "taxi-fare", "--version", "1")
+    assert code == 0, err
+    assert "taxi-fare:1 qualifies" in out and (app_root / ".promotion").is_dir()
+
+    os.environ["PROMOTION_LOCAL_ROOT"] = str(app_root.parent / "elsewhere")  # the environment wins over the file
+    code, _, err = run(capsys, "policy", "check", "--name", "taxi-fare", "--version", "1")
+    assert code == EXIT_USAGE and "taxi-fare:1 is not in the staging workspace" in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -64,9 +65,43 @@ def test_http_routes_methods_and_auth_level(name):
     assert bindings(name)["$return"] == {"direction": "OUT", "type": "http", "name": "$return"}
 
 
+ALL_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE")
+
+
+def route_clashes(function_jsons: dict[str, dict]) -> list[str]:
+    """HTTP functions the host could not tell apart: the same method on the same route template, where routes
+    compare case-insensitively and parameter names do not matter (`promotions/{id}` is `promotions/{pid}`), and
+    a trigger without methods takes them all."""
+    seen: dict[tuple[str, str], str] = {}
+    clashes = []
+    for name, document in sorted(function_jsons.items()):
+        for binding in document["bindings"]:
+            if binding["type"] != "httpTrigger":
+                continue
+            route = re.sub(r"\{[^}]*\}", "{}", (binding.get("route") or name).strip("/").lower())
+            for method in [m.upper() for m in binding.get("methods") or ALL_METHODS]:
+                other = seen.setdefault((route, method), name)
+                if other != name:
+                    clashes.append(f"{method} {route}: {other} and {name}")
+    return clashes
+
+
 def test_no_two_http_functions_share_a_route_and_method():
-    pairs = [(route, method) for route, methods in HTTP_ROUTES.values() for method in methods]
-    assert len(pairs) == len(set(pairs))
+    """From the indexed functions, so a route added later is checked too."""
+    indexed = {name: function_json(name) for name in FUNCTIONS}
+    assert route_clashes(indexed) == []
+
+
+@pytest.mark.parametrize(
+    ("route", "methods"),
+    [("promotions/{pid}", ["GET"]), ("Promotions", ["POST"]), ("/promotions/{x}/approve/", ["POST"]), ("me2", None)],
+)
+def test_the_route_check_catches_a_clash(route, methods):
+    indexed = {name: function_json(name) for name in FUNCTIONS}
+    twin = {"bindings": [{"type": "httpTrigger", "route": route, **({"methods": methods} if methods else {})}]}
+    if methods is None:  # no methods: every method, so it clashes with any function on that route
+        indexed["someone"] = {"bindings": [{"type": "httpTrigger", "route": "me2", "methods": ["GET"]}]}
+    assert route_clashes({**indexed, "a_later_function": twin}) != []
 
 
 def test_approval_queues_the_job_through_an_output_binding():

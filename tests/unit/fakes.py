@@ -39,6 +39,7 @@ from promotion.ports import (
     DeploymentPlan,
     EndpointState,
     Progress,
+    TagUpdate,
 )
 
 UTC = timezone.utc
@@ -137,9 +138,11 @@ class FakeCopy:
 
 class FakeRegistry(_Counted):
     """The shared registry. A started copy answers RUNNING for `copy_polls` status reads, then lands in the
-    registry and answers SUCCEEDED (or FAILED with `fail_copies_with`, the service's message)."""
+    registry and answers SUCCEEDED (or FAILED with `fail_copies_with`, the service's message). With `tag_polls`,
+    a tag update is a long-running operation: accepted, then applied after that many `tag_status` reads (or
+    FAILED with `fail_tags_with`)."""
 
-    def __init__(self, *models: ModelVersion, copy_polls: int = 1):
+    def __init__(self, *models: ModelVersion, copy_polls: int = 1, tag_polls: int = 0):
         super().__init__()
         self.models: dict[ModelRef, ModelVersion] = {model.ref: model for model in models}
         self.copy_polls = copy_polls
@@ -148,6 +151,10 @@ class FakeRegistry(_Counted):
         self.start_error: Exception | None = None  # raised by start_copy before anything starts
         self.get_error: Exception | None = None
         self.appears_on_start: ModelVersion | None = None  # someone else's copy landing just before ours starts
+        self.tag_polls = tag_polls
+        self.fail_tags_with: str | None = None
+        self.status_error: Exception | None = None  # raised by every tag_status read
+        self.tag_updates: dict[str, tuple[ModelRef, ModelVersion, int]] = {}  # handle -> (ref, tagged, polls left)
         self._handles = itertools.count(1)
 
     # -- reads
@@ -226,8 +233,30 @@ class FakeRegistry(_Counted):
             # Only tags and the description may change; the content (type, properties, path) is immutable.
             tagged = replace(held, tags={**held.tags, **tags}, description=held.description or description)
             assert (tagged.type, tagged.properties, tagged.path) == (held.type, held.properties, held.path)
+            if self.tag_polls > 0:
+                handle = f"tag-{next(self._handles)}"
+                self.tag_updates[handle] = (ref, tagged, self.tag_polls)
+                return TagUpdate(handle)
             self.models[ref] = tagged
             return tagged
+
+    def tag_status(
+        self, ref: ModelRef, operation: str, tags: Mapping[str, str], description: str | None = None
+    ) -> CopyStatus:
+        self._count("tag_status")
+        with self._lock:
+            if self.status_error is not None:
+                raise self.status_error
+            if operation not in self.tag_updates:
+                return CopyStatus(CopyProgress.FAILED, f"unknown operation {operation}")
+            ref, tagged, left = self.tag_updates[operation]
+            if left > 0:
+                self.tag_updates[operation] = (ref, tagged, left - 1)
+                return CopyStatus(CopyProgress.RUNNING)
+            if self.fail_tags_with is not None:
+                return CopyStatus(CopyProgress.FAILED, self.fail_tags_with)
+            self.models[ref] = tagged
+            return CopyStatus(CopyProgress.SUCCEEDED)
 
 
 @dataclass

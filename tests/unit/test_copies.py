@@ -23,6 +23,7 @@ from promotion.domain import (
 )
 from promotion.events import MODEL_REGISTERED
 from promotion.policy import Policy
+from promotion.ports import StatusUnavailable
 from promotion.service.copies import START_GRACE, advance_registry_copies
 from tests.unit.fakes import FakeRegistry, FakeWorkspace
 
@@ -320,3 +321,86 @@ def test_a_copy_whose_status_cannot_be_read_past_the_timeout_fails_instead_of_bl
     failed = store.copy(CHURN.ref)
     assert failed.state is CopyState.COPY_FAILED and "PROMOTION_COPY_TIMEOUT_MINUTES" in failed.error
     assert [event.type for event in store.events()] == [EventType.REGISTRY_COPY_FAILED]
+
+
+# ---- the registry applies the lineage tags as a long-running operation
+
+
+def test_a_copy_whose_tags_are_still_being_applied_stays_copying_and_publishes_nothing(staging, store, clock):
+    registry = FakeRegistry(copy_polls=1, tag_polls=3)
+    start(CHURN, staging, registry, store, clock)
+    assert advance(registry, store, clock).copying == 1  # the copy's own operation
+
+    states = []
+    for _ in range(5):
+        clock.advance(minutes=1)
+        run = advance(registry, store, clock)
+        copy = store.copy(CHURN.ref)
+        states.append((copy.state, copy.step, [event.type for event in store.events()], run))
+
+    tagging = (CopyState.COPYING, "tagging", [], service.copies.CopyRun(copying=1))
+    assert states[:4] == [tagging] * 4, "tag accepted, then 3 polls while the registry applies it"
+    assert states[4][:3] == (CopyState.COPIED, "copied", [EventType.COPIED_TO_REGISTRY])
+    assert Lineage.is_tagged(registry.get(CHURN.ref).tags)
+    assert registry.calls["tag_put"] == 1 and registry.calls["tag_status"] == 4
+
+
+def test_a_tag_update_the_registry_fails_fails_the_copy_with_its_message(staging, store, clock):
+    registry = FakeRegistry(copy_polls=1, tag_polls=1)
+    registry.fail_tags_with = "the registry could not update credit-risk:3"
+    start(CHURN, staging, registry, store, clock)
+    for _ in range(4):
+        clock.advance(minutes=1)
+        advance(registry, store, clock)
+
+    failed = store.copy(CHURN.ref)
+    assert failed.state is CopyState.COPY_FAILED
+    assert failed.error == "the registry did not apply the lineage tags: the registry could not update credit-risk:3"
+    assert [event.type for event in store.events()] == [EventType.REGISTRY_COPY_FAILED]
+
+
+@pytest.mark.parametrize("step", ["copy", "tag update"])
+def test_a_status_unavailable_for_a_while_says_for_how_long_and_the_timeout_still_applies(staging, store, clock, step):
+    registry = FakeRegistry(copy_polls=1, tag_polls=2)
+    copy = start(CHURN, staging, registry, store, clock)
+    unavailable = StatusUnavailable("503 ServiceUnavailable: the front door is down")
+    if step == "copy":
+        registry.operations[copy.operation].status_error = unavailable
+    else:
+        advance(registry, store, clock)
+        advance(registry, store, clock)
+        assert store.copy(CHURN.ref).step == "tagging"
+        registry.status_error = unavailable
+
+    notes = []
+    for _ in range(18):
+        run = advance(registry, store, clock)
+        assert run == service.copies.CopyRun(errors=1)
+        notes.append(store.copy(CHURN.ref).error)
+        clock.advance(minutes=1)
+    assert notes[0] == "status unavailable for 0 min: 503 ServiceUnavailable: the front door is down"
+    assert notes[17] == "status unavailable for 17 min: 503 ServiceUnavailable: the front door is down"
+    assert store.copy(CHURN.ref).state is CopyState.COPYING and store.events() == []
+
+    clock.advance(minutes=120)
+    assert advance(registry, store, clock).failed == 1
+    failed = store.copy(CHURN.ref)
+    assert failed.state is CopyState.COPY_FAILED
+    assert "PROMOTION_COPY_TIMEOUT_MINUTES" in failed.error and "status unavailable for 138 min: 503" in failed.error
+
+
+def test_a_status_readable_again_clears_the_note(staging, store, clock):
+    registry = FakeRegistry(copy_polls=5)
+    copy = start(CHURN, staging, registry, store, clock)
+    registry.operations[copy.operation].status_error = StatusUnavailable("503 busy")
+    advance(registry, store, clock)
+    assert store.copy(CHURN.ref).error.startswith("status unavailable")
+    registry.operations[copy.operation].status_error = None
+    clock.advance(minutes=3)
+
+    assert advance(registry, store, clock).copying == 1
+    assert store.copy(CHURN.ref).error is None
+    registry.operations[copy.operation].status_error = StatusUnavailable("503 busy")
+    clock.advance(minutes=1)
+    advance(registry, store, clock)
+    assert store.copy(CHURN.ref).error == "status unavailable for 0 min: 503 busy"  # counted afresh

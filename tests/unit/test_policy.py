@@ -139,7 +139,7 @@ def test_load_names_the_file(tmp_path):
 @pytest.mark.parametrize(
     "content, detail",
     [
-        (None, "policy file not found (set PROMOTION_POLICY_FILE)"),
+        (None, "policy file not found (check PROMOTION_POLICY_FILE)"),
         ("{not json", "not valid JSON"),
         ('{"production": {"required_approvals": 0}}', "production.required_approvals"),
         ('{"production": {"approval_ttl_hours": "1"}}', "production.approval_ttl_hours"),

@@ -1,6 +1,8 @@
 """Settings: every error names the setting and never its value (a setting may hold a secret), each part of the app
 checks only what it uses, and relative paths resolve against the app root."""
 
+import json
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -369,3 +371,60 @@ def test_the_hosts_script_root_is_the_app_root_in_azure(monkeypatch: pytest.Monk
     settings = azure(AzureWebJobsScriptRoot=str(tmp_path), PROMOTION_POLICY_FILE="p.json")
     assert settings.policy_file == tmp_path / "p.json"
     assert settings.local_root == tmp_path / ".promotion"
+
+
+# -- a newcomer's first run -------------------------------------------------------------------------------------
+
+
+def test_a_missing_azure_setting_without_a_backend_points_at_the_local_backend():
+    with pytest.raises(SettingsError) as unchosen:
+        Settings.from_env({})
+    assert str(unchosen.value).startswith("setting AZURE_SUBSCRIPTION_ID is missing")
+    assert "PROMOTION_BACKEND is not set" in str(unchosen.value) and "PROMOTION_BACKEND=local" in str(unchosen.value)
+
+    with pytest.raises(SettingsError) as chosen:
+        Settings.from_env({"PROMOTION_BACKEND": "azureml"})
+    assert "PROMOTION_BACKEND" not in str(chosen.value)  # Azure was asked for: no hint
+
+
+def test_local_settings_values_complete_the_environment_which_wins(tmp_path):
+    (tmp_path / "local.settings.json").write_text(
+        json.dumps({"IsEncrypted": False, "Values": {"PROMOTION_BACKEND": "local", "REGISTRY_NAME": "from-file"}})
+    )
+
+    env = settings_module.with_local_settings({"REGISTRY_NAME": "from-env", "PATH": "/bin"}, root=tmp_path)
+
+    assert env == {"PROMOTION_BACKEND": "local", "REGISTRY_NAME": "from-env", "PATH": "/bin"}
+    assert settings_module.with_local_settings({"A": "1"}, root=tmp_path / "none") == {"A": "1"}  # no file
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{", "not a readable JSON file"),
+        ('{"Values": []}', 'expected an object "Values"'),
+        ('{"Values": {"PROMOTION_EVENTS_KEY": 12345}}', "Values.PROMOTION_EVENTS_KEY must be a string"),
+    ],
+)
+def test_a_broken_local_settings_file_is_named_never_its_values(tmp_path, text, message):
+    (tmp_path / "local.settings.json").write_text(text)
+    with pytest.raises(SettingsError, match=re.escape(message)) as raised:
+        settings_module.with_local_settings({}, root=tmp_path)
+    assert "12345" not in str(raised.value)
+
+
+def test_without_an_app_root_relative_paths_are_refused_not_put_in_site_packages(monkeypatch, tmp_path):
+    """What a non-editable `pip install .` leaves: the package without host.json beside it."""
+    monkeypatch.setattr(settings_module, "APP_ROOT", tmp_path / "site-packages")
+    with pytest.raises(SettingsError, match=r"installed package \(pip install \.\).*pip install -e \."):
+        Settings.from_env({"PROMOTION_BACKEND": "local"})
+    absolute = Settings.from_env(
+        {
+            "PROMOTION_BACKEND": "local",
+            "PROMOTION_POLICY_FILE": str(tmp_path / "policy.json"),
+            "PROMOTION_LOCAL_ROOT": str(tmp_path / "state"),
+        }
+    )
+    assert absolute.local_root == tmp_path / "state"
+    hosted = Settings.from_env({"PROMOTION_BACKEND": "local", "AzureWebJobsScriptRoot": str(tmp_path / "app")})
+    assert hosted.local_root == tmp_path / "app" / ".promotion"

@@ -3,7 +3,7 @@
 Run it with the deployment's interpreter (a venv holding only requirements.txt plus azure-functions-runtime),
 isolated, from the app folder:
 
-    cd <app> && <venv>/bin/python -I <this file> [--invoke NAME --json-input ARG=FILE ...]
+    cd <app> && <venv>/bin/python -I <this file> [--invoke NAME --json-input ARG=FILE ...] [--plan FILE]
 
 On Python 3.13+ the host starts the proxy worker, which hands every gRPC message to azure-functions-runtime:
 `worker_init_request` (load_binding_registry, then index_function_app and Registry.add_indexed_function for
@@ -12,7 +12,12 @@ sends the same messages to the same handlers, with the app folder first on sys.p
 The proxy worker's protobuf classes (generated from FunctionRpc.proto) are not on PyPI on their own, so
 `Protos` below stands in for them: the same message and field names, enum values and oneof groups.
 
-stdout gets one JSON object. Exit codes: 0 the worker accepted the app (and the invocation, if asked);
+`--plan FILE` invokes several functions in turn, in one worker process as the host does: a JSON list of
+`{"function": NAME, "inputs": {ARG: DATA}, "metadata": {FIELD: DATA}}`, where DATA is the TypedData the host
+sends: `{"json": TEXT}`, `{"string": TEXT}`, or `{"http": {"method", "url", "headers", "query", "params",
+"body"}}`. `{id}` in a later step stands for the `id` of the last JSON answer of an HTTP function that had one.
+
+stdout gets one JSON object. Exit codes: 0 the worker accepted the app (and the invocations, if asked);
 1 the worker refused it (the JSON and stderr carry the worker's own message); 3 this harness failed.
 """
 
@@ -517,6 +522,79 @@ async def _invoke(function_id: str, json_inputs: dict[str, str]) -> dict[str, An
     return result
 
 
+def _typed(data: dict[str, Any]) -> Any:
+    """TypedData as the host builds it for a trigger or a metadata field."""
+    (kind, value), *rest = data.items()
+    if rest or kind not in ("json", "string", "http"):
+        raise ValueError(f"one of json, string or http, not {sorted(data)}")
+    if kind != "http":
+        return Protos.TypedData(**{kind: value})
+    return Protos.TypedData(
+        http=Protos.RpcHttp(
+            method=value["method"],
+            url=value["url"],
+            headers=dict(value.get("headers") or {}),
+            body=Protos.TypedData(string=value.get("body") or ""),
+            params=dict(value.get("params") or {}),
+            query=dict(value.get("query") or {}),
+        )
+    )
+
+
+async def _invoke_step(function_id: str, step: dict[str, Any]) -> dict[str, Any]:
+    """One invocation of a plan; a failure is recorded, not raised, so that every step runs."""
+    import azure_functions_runtime as runtime
+
+    invocation_id = str(uuid.uuid4())
+    system_metadata = {"MethodName": step["function"], "UtcNow": "2026-11-26T18:00:00Z", "RandGuid": invocation_id}
+    metadata = {name: _typed(data) for name, data in (step.get("metadata") or {}).items()}
+    request = Protos.StreamingMessage(
+        request_id=str(uuid.uuid4()),
+        invocation_request=Protos.InvocationRequest(
+            invocation_id=invocation_id,
+            function_id=function_id,
+            input_data=[Protos.ParameterBinding(name=name, data=_typed(data)) for name, data in step["inputs"].items()],
+            trigger_metadata={"sys": Protos.TypedData(json=json.dumps(system_metadata)), **metadata},
+            trace_context=Protos.RpcTraceContext(trace_parent="", trace_state="", attributes={}),
+            retry_context=Protos.RetryContext(retry_count=0, max_retry_count=0),
+        ),
+    )
+    response = await runtime.invocation_request(WorkerRequest("FunctionInvocationRequest", request))
+    result: dict[str, Any] = {
+        "function": step["function"],
+        "status": STATUS[response.result.status],
+        "output_data": [binding.name for binding in response.output_data],
+    }
+    if response.result.status != Protos.StatusResult.Success:
+        result["error"] = response.result.exception.message
+    returned = response.return_value
+    if returned is not None and returned.WhichOneof("data") == "http":
+        body = returned.http.body
+        kind = body.WhichOneof("data")
+        text = getattr(body, kind) if kind else ""
+        result["http_status"] = int(returned.http.status_code or 0)
+        result["body"] = (text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text))[:4000]
+    return result
+
+
+async def _run_plan(functions: dict[str, Any], plan: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    results = []
+    last_id = ""
+    for step in plan:
+        if step["function"] not in functions:
+            raise RuntimeError(f"no indexed function {step['function']!r}: {sorted(functions)}")
+        step = json.loads(json.dumps(step).replace("{id}", last_id))
+        result = await _invoke_step(functions[step["function"]]["function_id"], step)
+        results.append(result)
+        try:
+            answered = json.loads(result.get("body") or "null")
+        except ValueError:
+            answered = None
+        if isinstance(answered, dict) and isinstance(answered.get("id"), str):
+            last_id = answered["id"]
+    return results
+
+
 async def _main(args: argparse.Namespace, out: dict[str, Any]) -> None:
     app_dir = os.path.abspath(os.getcwd())
     calls: list[str] = out.setdefault("calls", [])
@@ -532,6 +610,14 @@ async def _main(args: argparse.Namespace, out: dict[str, Any]) -> None:
                 inputs[name] = file.read()
         out["invocation"] = {"function": args.invoke}
         out["invocation"].update(await _invoke(functions[args.invoke]["function_id"], inputs))
+    if args.plan:
+        with open(args.plan, encoding="utf-8") as file:
+            out["invocations"] = await _run_plan(out["functions"], json.load(file))
+        failed = [step for step in out["invocations"] if step["status"] != "Success"]
+        if failed:
+            out.update(
+                ok=False, stage="invocation_request", error="; ".join(f"{s['function']}: {s['error']}" for s in failed)
+            )
 
 
 def main() -> int:
@@ -544,6 +630,7 @@ def main() -> int:
         metavar="ARG=FILE",
         help="a binding's payload, sent as TypedData.json (e.g. an Event Grid event)",
     )
+    parser.add_argument("--plan", metavar="FILE", help="invoke the functions a JSON plan lists, in turn")
     args = parser.parse_args()
 
     # The app folder is the working directory and first on sys.path, as on Linux App Service
@@ -565,7 +652,8 @@ def main() -> int:
         out["azure-functions"] = version("azure-functions")
         out["azure-functions-runtime"] = version("azure-functions-runtime")
         asyncio.run(_main(args, out))
-        out["ok"] = True
+        out.setdefault("ok", True)
+        code = 0 if out["ok"] else 1
     except Refused as refused:
         out.update(ok=False, stage=refused.stage, error=refused.message, stack_trace=refused.stack_trace)
         print(

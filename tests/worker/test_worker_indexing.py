@@ -283,39 +283,6 @@ def plant(app: Path, relative: str, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1), encoding="utf-8")
 
 
-# ------------------------------------------------------------------------------------------------
-# Fixtures
-# ------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def worker_python() -> Path:
-    return ensure_worker_venv(find_python313())
-
-
-@pytest.fixture(scope="session")
-def shipped_app(tmp_path_factory) -> Path:
-    return ship(tmp_path_factory.mktemp("shipped") / "wwwroot")
-
-
-@pytest.fixture
-def app_copy(tmp_path) -> Path:
-    """A copy of the shipped app of this test's own, to plant a bug in."""
-    return ship(tmp_path / "wwwroot")
-
-
-@pytest.fixture(scope="session")
-def indexed(worker_python, shipped_app) -> WorkerRun:
-    return run_worker(worker_python, shipped_app)
-
-
-@pytest.fixture(scope="session")
-def in_process() -> dict[str, Any]:
-    from tests.functions.conftest import FUNCTIONS  # app.get_functions() may run only once per process
-
-    return FUNCTIONS
-
-
 def _bindings(function: Any) -> dict[str, tuple[str, str]]:
     bindings = json.loads(function.get_function_json())["bindings"]
     return {b["name"]: (b["type"], b["direction"].lower()) for b in bindings}

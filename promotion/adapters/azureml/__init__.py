@@ -13,6 +13,7 @@ run, not by sleeping in this invocation) and an explicit polling interval.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -45,6 +46,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+log = logging.getLogger("promotion")
 
 
 class AzureMLBackend:
@@ -94,9 +96,13 @@ class AzureMLBackend:
 
         def find() -> str:
             s = self.settings
-            group = s.registry_resource_group or self.arm.registry_resource_group(
-                s.registry_subscription_id, s.registry_name
-            )
+            group = s.registry_resource_group
+            if not group:
+                log.warning(
+                    "REGISTRY_RESOURCE_GROUP is not set: the registry is looked up in its subscription's listing, "
+                    "which needs Microsoft.MachineLearningServices/registries/read on the whole subscription"
+                )
+                group = self.arm.registry_resource_group(s.registry_subscription_id, s.registry_name)
             return (
                 f"/subscriptions/{s.registry_subscription_id}/resourceGroups/{quote(group, safe='')}"
                 f"/providers/Microsoft.MachineLearningServices/registries/{s.registry_name}"

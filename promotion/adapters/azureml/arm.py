@@ -101,17 +101,34 @@ class Arm:
             response = self.send("GET", next_link)
 
     def registry_resource_group(self, subscription_id: str, registry: str) -> str:
+        """The fallback when REGISTRY_RESOURCE_GROUP is not set: the registry's group, from the subscription's
+        listing of registries, which needs a role wider than the registry itself."""
+        from azure.core.exceptions import HttpResponseError
+
         path = f"/subscriptions/{subscription_id}/providers/Microsoft.MachineLearningServices/registries"
-        for item in self.list(path):
-            if item.get("name", "").lower() == registry.lower():
-                match = re.search(r"/resourceGroups/([^/]+)/", item.get("id", ""), re.IGNORECASE)
-                if match:
-                    return match[1]
+        try:
+            for item in self.list(path):
+                if item.get("name", "").lower() == registry.lower():
+                    match = re.search(r"/resourceGroups/([^/]+)/", item.get("id", ""), re.IGNORECASE)
+                    if match:
+                        return match[1]
+        except HttpResponseError as error:
+            if error.status_code not in (401, 403):
+                raise
+            raise SettingsError(
+                f"the app's identity may not list registries ({error.status_code}): {REGISTRY_HINT}"
+            ) from None
         raise SettingsError(
-            "setting REGISTRY_NAME names no registry the app's identity can see in its subscription: set "
-            "REGISTRY_RESOURCE_GROUP (and REGISTRY_SUBSCRIPTION_ID if the registry lives in another subscription), "
-            "or give the identity Reader on the registry"
+            f"setting REGISTRY_NAME names no registry the app's identity can list in the subscription: {REGISTRY_HINT}"
         )
+
+
+# What to do when the registry's resource group is not set and cannot be looked up.
+REGISTRY_HINT = (
+    "set REGISTRY_RESOURCE_GROUP and REGISTRY_SUBSCRIPTION_ID (where the registry lives), or give the identity "
+    "Microsoft.MachineLearningServices/registries/read at the scope of REGISTRY_SUBSCRIPTION_ID's subscription "
+    "(the lookup lists the registries of the whole subscription)"
+)
 
 
 def workspace_path(subscription_id: str, resource_group: str, workspace: str) -> str:
