@@ -414,12 +414,25 @@ class Promotion:
         }
 
 
-def split_traffic(current: Mapping[str, int], deployment: str, percent: int) -> dict[str, int]:
-    """The endpoint traffic after moving `deployment` in: it takes `percent`, the previous live deployment (the
-    other one with the most traffic) keeps the rest, and all others get none. Alone, it takes everything.
-    Zero shares are left out, as Azure ML leaves them out. Applying it twice changes nothing."""
+def split_traffic(
+    current: Mapping[str, int], deployment: str, percent: int, models: Mapping[str, str | None] | None = None
+) -> dict[str, int]:
+    """The endpoint traffic after moving `deployment` in: it takes `percent`, the previous live deployment keeps
+    the rest, and all others get none. Alone, it takes everything. Zero shares are left out, as Azure ML leaves
+    them out. Applying it twice changes nothing.
+
+    The previous live deployment is the other one with the most traffic; on a tie, the one serving the most
+    recent version by version order (`models` maps deployments to the "name:version" they serve), then by the
+    natural order of the names (churn-v10 after churn-v9).
+    """
     others = {name: share for name, share in current.items() if name != deployment and share > 0}
-    previous = max(sorted(others), key=lambda name: others[name], default=None)
+    served = models or {}
+
+    def rank(name: str) -> tuple[int, tuple[tuple[int, int | str], ...], tuple[tuple[int, int | str], ...]]:
+        version = (served.get(name) or "").rpartition(":")[2]
+        return others[name], version_order(version), version_order(name)
+
+    previous = max(others, key=rank, default=None)
     desired = {deployment: 100} if previous is None else {deployment: percent, previous: 100 - percent}
     return {name: share for name, share in desired.items() if share}
 

@@ -157,7 +157,7 @@ def _take_traffic(
         )
         return _finish_deployed(store, promotion, plan, {}, source, clock, note=note)
 
-    desired = split_traffic(endpoint.traffic, plan.deployment, plan.traffic_percent)
+    desired = split_traffic(endpoint.traffic, plan.deployment, plan.traffic_percent, endpoint.models)
     if deployer.set_traffic(plan.endpoint, desired) is Progress.PENDING:
         return promotion
     return _finish_deployed(store, promotion, plan, desired, source, clock)

@@ -99,6 +99,24 @@ def test_the_new_deployment_shares_traffic_with_the_previous_live_one(prod, depl
     assert prod.events(promotion.id)[-1].data["traffic"] == {"churn-v2": 75, "churn-v3": 25}
 
 
+def test_an_even_split_keeps_the_most_recent_previous_version_live(prod, deployer):
+    # A 50/50 split ties the previous two deployments: the newer version keeps the rest, by version order
+    # (numeric parts compare as numbers), never the older one by name.
+    prod.rules = replace(RULES, traffic_percent=50)
+    lives = []
+    for version in ("8", "9", "10", "11"):
+        prod.registry.models[ModelRef("churn", version)] = mlflow("churn", version)
+        promotion = prod.deployed(ModelRef("churn", version), ALICE, CAROL)
+        assert promotion.state is State.DEPLOYED
+        lives.append(deployer.live("churn-prod"))
+    assert lives == [
+        {"churn-v8": 100},
+        {"churn-v9": 50, "churn-v8": 50},
+        {"churn-v10": 50, "churn-v9": 50},
+        {"churn-v11": 50, "churn-v10": 50},
+    ]
+
+
 def test_a_model_removed_from_the_registry_fails_the_deployment(prod):
     promotion = approved(prod, CHURN_3)
     del prod.registry.models[CHURN_3]

@@ -46,7 +46,8 @@ def pending(at: datetime = AT) -> Promotion:
         ({"old": 100}, 20, {"new": 20, "old": 80}),
         ({"new": 20, "old": 80}, 20, {"new": 20, "old": 80}),
         ({"old": 100}, 100, {"new": 100}),
-        ({"a": 50, "b": 50}, 30, {"new": 30, "a": 70}),
+        ({"a": 50, "b": 50}, 30, {"new": 30, "b": 70}),  # a tie, without versions known: the later name
+        ({"m-v9": 50, "m-v10": 50}, 50, {"new": 50, "m-v10": 50}),  # names in natural order
         ({"a": 10, "b": 60, "new": 30}, 30, {"new": 30, "b": 70}),
         ({"old": 0}, 20, {"new": 100}),  # a deployment without traffic is not the live one
     ],
@@ -54,6 +55,13 @@ def pending(at: datetime = AT) -> Promotion:
 def test_split_traffic(current, percent, desired):
     assert split_traffic(current, "new", percent) == desired
     assert split_traffic(desired, "new", percent) == desired  # applying it twice changes nothing
+
+
+def test_a_tie_in_traffic_goes_to_the_most_recent_version_served():
+    models = {"x": "churn:10", "y": "churn:9", "z": None}
+    assert split_traffic({"y": 50, "x": 50}, "new", 50, models) == {"new": 50, "x": 50}
+    assert split_traffic({"z": 50, "y": 50}, "new", 50, models) == {"new": 50, "y": 50}  # unknown is oldest
+    assert split_traffic({"y": 60, "x": 40}, "new", 50, models) == {"new": 50, "y": 50}  # more traffic wins first
 
 
 # -- the state machine --------------------------------------------------------------------------------------
