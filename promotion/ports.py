@@ -115,7 +115,8 @@ class DeploymentPlan:
     instance_type: str
     instance_count: int
     traffic_percent: int
-    tags: Mapping[str, str] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)  # set on the deployment
+    endpoint_tags: Mapping[str, str] = field(default_factory=dict)  # set on the endpoint when it is created
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,7 @@ class EndpointState:
     traffic: Mapping[str, int]  # deployment -> percent; deployments without traffic are left out
     models: Mapping[str, str | None]  # every deployment -> the "name:version" it serves, None when unknown
     busy: bool = False
+    tags: Mapping[str, str] = field(default_factory=dict)  # the endpoint's own tags
 
 
 class Deployer(Protocol):
@@ -137,7 +139,9 @@ class Deployer(Protocol):
     raises as it is and is retried later.
     """
 
-    def ensure_endpoint(self, plan: DeploymentPlan) -> Progress: ...
+    def ensure_endpoint(self, plan: DeploymentPlan) -> Progress:
+        """Create the endpoint with `plan.endpoint_tags` if it is missing; an existing endpoint keeps its tags."""
+        ...
 
     def ensure_deployment(self, plan: DeploymentPlan) -> Progress: ...
 

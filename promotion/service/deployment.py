@@ -21,6 +21,8 @@ from promotion.domain import (
     DEPLOYMENT_APPROVER_TAG,
     DEPLOYMENT_MODEL_TAG,
     DEPLOYMENT_PROMOTION_TAG,
+    ENDPOINT_MODEL_TAG,
+    ENDPOINT_OWNER_TAG,
     EventType,
     InvalidName,
     Lineage,
@@ -108,6 +110,11 @@ def _start(
             DEPLOYMENT_MODEL_TAG: str(promotion.model),
             DEPLOYMENT_APPROVER_TAG: promotion.approved_by or "",
         },
+        # The endpoint names its owner, and the model it is for when the template names the model.
+        "endpoint_tags": {
+            ENDPOINT_OWNER_TAG: source,
+            **({ENDPOINT_MODEL_TAG: promotion.model.name} if rules.endpoint_per_model else {}),
+        },
     }
     names = {"endpoint": plan["endpoint"], "deployment": plan["deployment"]}
     deploying = promotion.move(State.DEPLOYING, actor=DEPLOY_ACTOR, at=at, detail=names, deployment=plan)
@@ -127,6 +134,10 @@ def _advance(
         return _fail(store, promotion, reason, source, clock)
     plan = _plan_from(promotion)
     try:
+        existing = deployer.endpoint(plan.endpoint) if plan.endpoint_tags else None
+        refusal = _not_ours(existing, plan) if existing is not None else None
+        if refusal:
+            return _fail(store, promotion, refusal, source, clock)
         for step in (deployer.ensure_endpoint, deployer.ensure_deployment):
             if step(plan) is Progress.PENDING:
                 return promotion
@@ -141,6 +152,9 @@ def _take_traffic(
     endpoint = deployer.endpoint(plan.endpoint)
     if endpoint is None:
         raise DeploymentFailed(f"online endpoint {plan.endpoint} disappeared during the deployment")
+    refusal = _not_ours(endpoint, plan)  # checked again just before traffic moves: someone may have come between
+    if refusal:
+        return _fail(store, promotion, refusal, source, clock)
     if "previous_traffic" not in promotion.deployment:
         # What was live before this promotion took any traffic: what a rollback gives the traffic back to.
         before = {name: share for name, share in endpoint.traffic.items() if name != plan.deployment}
@@ -161,6 +175,42 @@ def _take_traffic(
     if deployer.set_traffic(plan.endpoint, desired) is Progress.PENDING:
         return promotion
     return _finish_deployed(store, promotion, plan, desired, source, clock)
+
+
+def _not_ours(endpoint: EndpointState, plan: DeploymentPlan) -> str | None:
+    """Why this promotion may not use an existing endpoint, or None when it may.
+
+    The endpoint must carry this app's owner tag: an endpoint made by hand or by another app is never taken over.
+    When the template names the model, the endpoint must be that model's alone: tagged for it, and with no
+    deployment serving another model. A shared endpoint (a template without {name}) serves any model on purpose.
+    A deployment planned before endpoints were tagged has no endpoint tags, and is not checked.
+    """
+    owner = plan.endpoint_tags.get(ENDPOINT_OWNER_TAG)
+    if owner is None:
+        return None
+    held = endpoint.tags.get(ENDPOINT_OWNER_TAG)
+    if held is None:
+        return (
+            f"online endpoint {plan.endpoint} exists and was not made by this app (it has no {ENDPOINT_OWNER_TAG} "
+            "tag): it is never taken over; choose another production.endpoint template, or tag the endpoint "
+            f"{ENDPOINT_OWNER_TAG}={owner} to hand it to this app"
+        )
+    if held != owner:
+        return f"online endpoint {plan.endpoint} belongs to {held}, not to this app ({owner}): it is never taken over"
+    model = plan.endpoint_tags.get(ENDPOINT_MODEL_TAG)
+    if model is None:
+        return None
+    if endpoint.tags.get(ENDPOINT_MODEL_TAG) != model:
+        serves = endpoint.tags.get(ENDPOINT_MODEL_TAG)
+        what = f"model {serves}" if serves else "several models (a shared endpoint)"
+        return f"online endpoint {plan.endpoint} serves {what}, not {model}: traffic stays where it is"
+    for name, served in endpoint.models.items():
+        if name != plan.deployment and (served or "").rpartition(":")[0] != model:
+            return (
+                f"online endpoint {plan.endpoint} serves model {served or 'unknown'} (deployment {name}), "
+                f"not only {model}: traffic stays where it is"
+            )
+    return None
 
 
 def _newer_live_version(endpoint: EndpointState, plan: DeploymentPlan) -> str | None:
@@ -226,6 +276,7 @@ def _plan_from(promotion: Promotion) -> DeploymentPlan:
         instance_count=int(recorded["instance_count"]),
         traffic_percent=int(recorded["traffic_percent"]),
         tags=recorded["tags"],
+        endpoint_tags=recorded.get("endpoint_tags", {}),
     )
 
 
