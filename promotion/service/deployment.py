@@ -163,6 +163,10 @@ def _take_traffic(
         except StaleRevision:
             return store.get(promotion.id)  # a concurrent worker took this step; the next call carries on
 
+    rolled_back = _rollback_since_approval(store, promotion, plan.endpoint)
+    if rolled_back is not None:
+        return _finish_deployed(store, promotion, plan, {}, source, clock, note=rolled_back)
+
     newer = _newer_live_version(endpoint, plan)
     if newer is not None:
         note = (
@@ -209,6 +213,25 @@ def _not_ours(endpoint: EndpointState, plan: DeploymentPlan) -> str | None:
             return (
                 f"online endpoint {plan.endpoint} serves model {served or 'unknown'} (deployment {name}), "
                 f"not only {model}: traffic stays where it is"
+            )
+    return None
+
+
+def _rollback_since_approval(store: PromotionStore, promotion: Promotion, endpoint: str) -> str | None:
+    """Why this promotion must not take traffic because of a rollback on its endpoint asked for after it was
+    approved, or None. The rollback wins: an approver's emergency action is never silently undone by a
+    deployment decided before it. A promotion approved after the rollback is a new decision and takes traffic.
+    (Rollbacks are rare, and this is read once per deployment, at its traffic step.)"""
+    approved_at = next((e.at for e in promotion.history if e.action == State.APPROVED.value), promotion.created_at)
+    for other in [*store.list(state=State.ROLLING_BACK), *store.list(state=State.ROLLED_BACK)]:
+        if other.id == promotion.id or other.deployment.get("endpoint") != endpoint:
+            continue
+        asked = [entry for entry in other.history if entry.action == State.ROLLING_BACK.value]
+        if asked and asked[-1].at > approved_at:
+            return (
+                f"promotion {other.id} ({other.model}) was rolled back on {endpoint} at {isoformat(asked[-1].at)}, "
+                f"after this promotion was approved: the rollback wins, and {promotion.model} stays at 0% "
+                "(request it again to roll forward)"
             )
     return None
 
