@@ -189,6 +189,12 @@ class CopyClaimed(Exception):
         self.existing = existing
 
 
+class ValueTooLarge(ValueError):
+    """A value larger than the store keeps in one property (Table Storage: 64 KiB, 32 K UTF-16 code units).
+    Both stores refuse it alike, before anything is written. The boundaries (event parsing, identity, the API's
+    text limits) keep values far below, so this is a backstop, not a path users meet."""
+
+
 class StoreUnavailable(Exception):
     """The promotion store cannot be reached right now (an outage, throttling); retry later."""
 

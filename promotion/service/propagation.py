@@ -75,7 +75,8 @@ def propagate(
         event = events.parse(raw_event)
     except events.MalformedEvent as error:
         event_id = raw_event.get("id") if isinstance(raw_event, Mapping) else None
-        return _logged(Decision(str(event_id), None, Outcome.MALFORMED, (str(error),), None, clock()))
+        shown = events.kept_event_id(event_id) if isinstance(event_id, str) else str(event_id)
+        return _logged(Decision(shown, None, Outcome.MALFORMED, (str(error),), None, clock()))
     with logs.fields(event_id=event.event_id, model=getattr(event, "model", None)):
         if isinstance(event, events.OtherEvent):
             return _logged(
