@@ -13,6 +13,7 @@ within the event's 24 hours).
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Callable, Mapping
@@ -114,6 +115,23 @@ def _redelivered_while_copying(decision: Decision, store: PromotionStore) -> boo
     return copy is not None and copy.cause == decision.event_id
 
 
+def _decided_again_on_conflict(consider_once: Callable[..., Decision]) -> Callable[..., Decision]:
+    """A concurrent change of the copy on our store (another delivery, reconcile or the timer) is no failure of
+    the caller: the copy is read again and the decision made again."""
+
+    @functools.wraps(consider_once)
+    def consider(*args: Any, **kwargs: Any) -> Decision:
+        for _ in range(_ATTEMPTS - 1):
+            try:
+                return consider_once(*args, **kwargs)
+            except StaleRevision as conflict:
+                log.info("%s; reading it again", conflict)
+        return consider_once(*args, **kwargs)
+
+    return consider
+
+
+@_decided_again_on_conflict
 def consider(
     ref: ModelRef,
     *,
@@ -134,37 +152,9 @@ def consider(
     `held` (the registry's version) and `staged` may be passed when the caller has read them already, as the
     reconcile sweep has; otherwise they are read here, the registry first, so that a duplicate event costs one
     read and nothing more. Outcomes about a copy (RECORDED_WITH_THE_COPY) are recorded here with it; the caller
-    records other decisions if it wants.
-
-    A concurrent change of the copy on our store (another delivery, reconcile or the timer) is read again and
-    decided again; it never raises to the caller.
+    records other decisions if it wants. A concurrent change on our store never raises to the caller.
     """
-    for _ in range(_ATTEMPTS - 1):
-        try:
-            return _consider_once(
-                ref, cause, staging_workspace_id, staging, registry, policy, store, source, actor, clock, held, staged
-            )
-        except StaleRevision as conflict:
-            log.info("%s; reading it again", conflict)
-    return _consider_once(
-        ref, cause, staging_workspace_id, staging, registry, policy, store, source, actor, clock, held, staged
-    )
 
-
-def _consider_once(
-    ref: ModelRef,
-    cause: str,
-    staging_workspace_id: str,
-    staging: WorkspaceModels,
-    registry: RegistryModels,
-    policy: Callable[[], Policy],
-    store: PromotionStore,
-    source: str,
-    actor: str,
-    clock: Clock,
-    held: ModelVersion | None,
-    staged: ModelVersion | None,
-) -> Decision:
     def decided(outcome: Outcome, *reasons: str, digest: str | None = None) -> Decision:
         return Decision(cause, ref, outcome, reasons, digest, clock())
 
