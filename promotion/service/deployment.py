@@ -221,7 +221,7 @@ def _rollback_since_approval(store: PromotionStore, promotion: Promotion, endpoi
     """Why this promotion must not take traffic because of a rollback on its endpoint asked for after it was
     approved, or None. The rollback wins: an approver's emergency action is never silently undone by a
     deployment decided before it. A promotion approved after the rollback is a new decision and takes traffic.
-    (Rollbacks are rare, and this is read once per deployment, at its traffic step.)"""
+    (Rollbacks are rare, and this is read only at a deployment's traffic step, not at every timer run.)"""
     approved_at = next((e.at for e in promotion.history if e.action == State.APPROVED.value), promotion.created_at)
     for other in [*store.list(state=State.ROLLING_BACK), *store.list(state=State.ROLLED_BACK)]:
         if other.id == promotion.id or other.deployment.get("endpoint") != endpoint:
