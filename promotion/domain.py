@@ -145,6 +145,10 @@ LINEAGE_POLICY_DIGEST = "promotion.policy_digest"
 DEPLOYMENT_MODEL_TAG = "promotion.model"
 DEPLOYMENT_PROMOTION_TAG = "promotion.id"
 DEPLOYMENT_APPROVER_TAG = "promotion.approved_by"
+# Set on the online endpoints this app creates: which app made it (its events source), and, when the endpoint
+# template names the model, the one model it is for. An endpoint without our owner tag is never taken over.
+ENDPOINT_OWNER_TAG = "promotion.owner"
+ENDPOINT_MODEL_TAG = "promotion.endpoint_model"
 
 
 @dataclass(frozen=True)
@@ -457,12 +461,25 @@ class Promotion:
         }
 
 
-def split_traffic(current: Mapping[str, int], deployment: str, percent: int) -> dict[str, int]:
-    """The endpoint traffic after moving `deployment` in: it takes `percent`, the previous live deployment (the
-    other one with the most traffic) keeps the rest, and all others get none. Alone, it takes everything.
-    Zero shares are left out, as Azure ML leaves them out. Applying it twice changes nothing."""
+def split_traffic(
+    current: Mapping[str, int], deployment: str, percent: int, models: Mapping[str, str | None] | None = None
+) -> dict[str, int]:
+    """The endpoint traffic after moving `deployment` in: it takes `percent`, the previous live deployment keeps
+    the rest, and all others get none. Alone, it takes everything. Zero shares are left out, as Azure ML leaves
+    them out. Applying it twice changes nothing.
+
+    The previous live deployment is the other one with the most traffic; on a tie, the one serving the most
+    recent version by version order (`models` maps deployments to the "name:version" they serve), then by the
+    natural order of the names (churn-v10 after churn-v9).
+    """
     others = {name: share for name, share in current.items() if name != deployment and share > 0}
-    previous = max(sorted(others), key=lambda name: others[name], default=None)
+    served = models or {}
+
+    def rank(name: str) -> tuple[int, tuple[tuple[int, int | str], ...], tuple[tuple[int, int | str], ...]]:
+        version = (served.get(name) or "").rpartition(":")[2]
+        return others[name], version_order(version), version_order(name)
+
+    previous = max(others, key=rank, default=None)
     desired = {deployment: 100} if previous is None else {deployment: percent, previous: 100 - percent}
     return {name: share for name, share in desired.items() if share}
 
@@ -470,7 +487,11 @@ def split_traffic(current: Mapping[str, int], deployment: str, percent: int) -> 
 # --- names in production ---------------------------------------------------------------------------
 
 _ONLINE_NAME = re.compile(r"[a-z][a-z0-9-]{1,30}[a-z0-9]")
-_DIGEST_LENGTH = 8
+# 25 base-36 digits carry 129 bits of the digest: finding two texts with one name takes about 2^64 tries, out of
+# reach of any search. What is left of the 32 characters holds the readable part.
+_DIGEST_LENGTH = 25
+_MADE_UP_SEPARATOR = "--"  # only made-up names contain it; a name used as it is never does
+_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
 def served_model(tags: Mapping[str, str] | None, model_uri: str | None) -> str | None:
@@ -487,25 +508,31 @@ def online_name(text: str) -> str:
     """An online endpoint or deployment name for `text`: 3-32 characters, a lower-case letter first, then
     lower-case letters, digits and '-'.
 
-    Injective: a text that is already such a name is used as it is; any other text (upper case, '.', '_',
-    too long or too short) is made valid and gets 8 hex digits of a digest of the exact text, so `taxi.fare`,
-    `Taxi_Fare` and `taxi-fare` get three different names. Two texts share a name only by a 32-bit digest
-    coincidence.
+    Injective, short of a 128-bit digest collision: a text that is already such a name, without '--', is used
+    as it is; any other text (upper case, '.', '_', '--', too long or too short) becomes a short readable part,
+    '--' and 25 base-36 digits of a SHA-256 digest of the exact text, so `taxi.fare`, `Taxi_Fare` and
+    `taxi-fare` get three different names. Since only made-up names contain '--', a made-up name never equals
+    a name used as it is (`Fraud` and `fraud-1baabd47` stay apart).
     """
-    if _ONLINE_NAME.fullmatch(text):
+    if _ONLINE_NAME.fullmatch(text) and _MADE_UP_SEPARATOR not in text:
         return text
     readable = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
     if not readable[:1].isalpha():
         readable = f"m-{readable}".rstrip("-")
-    digest = hashlib.sha256(text.encode()).hexdigest()[:_DIGEST_LENGTH]
-    return f"{readable[: 31 - _DIGEST_LENGTH].rstrip('-')}-{digest}"
+    number = int.from_bytes(hashlib.sha256(text.encode()).digest(), "big")
+    digits = []
+    for _ in range(_DIGEST_LENGTH):
+        number, digit = divmod(number, 36)
+        digits.append(_BASE36[digit])
+    room = 32 - _DIGEST_LENGTH - len(_MADE_UP_SEPARATOR)
+    return f"{readable[:room].rstrip('-')}{_MADE_UP_SEPARATOR}{''.join(digits)}"
 
 
 def deployment_name(model: ModelRef) -> str:
     """`{name}-v{version}` when that is an unchanged online name and the version has no '-' (so it reads back
     as exactly one name and version), else made valid with a digest of the exact `name:version`."""
     readable = f"{model.name}-v{model.version}"
-    if _ONLINE_NAME.fullmatch(readable) and re.fullmatch(r"[a-z0-9]+", model.version):
+    if _ONLINE_NAME.fullmatch(readable) and _MADE_UP_SEPARATOR not in readable and model.version.isalnum():
         return readable
     return online_name(str(model))
 

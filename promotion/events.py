@@ -6,6 +6,7 @@ fields, and expect duplicates and replays (the handler re-reads the model instea
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,10 @@ from typing import Any
 from promotion.domain import InvalidName, ModelRef
 
 MODEL_REGISTERED = "Microsoft.MachineLearningServices.ModelRegistered"
+# Event Grid ids are GUIDs. A longer id is kept as its start and a digest of all of it, so that it fits a store key
+# and property and a registry tag alike, and its redeliveries are still one cause.
+MAX_EVENT_ID = 200
+_KEPT_START = MAX_EVENT_ID - len("~sha256:") - 64
 
 
 class MalformedEvent(ValueError):
@@ -43,7 +48,7 @@ def parse(raw: Mapping[str, Any]) -> ModelRegistered | OtherEvent:
     """
     if not isinstance(raw, Mapping):
         raise MalformedEvent("event is not a JSON object")
-    event_id = _text(raw, "id")
+    event_id = kept_event_id(_text(raw, "id"))
     event_type = _first_text(raw, ("eventType", "event_type", "type"), "eventType")
     if event_type.lower() != MODEL_REGISTERED.lower():
         return OtherEvent(event_id=event_id, event_type=event_type)
@@ -67,6 +72,14 @@ def parse(raw: Mapping[str, Any]) -> ModelRegistered | OtherEvent:
         tags=_object(data, "ModelTags"),
         properties=_object(data, "ModelProperties"),
     )
+
+
+def kept_event_id(event_id: str) -> str:
+    """The event id as it is recorded: as it is up to MAX_EVENT_ID characters, else its start and a digest."""
+    if len(event_id) <= MAX_EVENT_ID:
+        return event_id
+    digest = hashlib.sha256(event_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{event_id[:_KEPT_START]}~sha256:{digest}"
 
 
 def same_resource(left: str, right: str) -> bool:

@@ -27,6 +27,9 @@ ROLE_CLAIM_TYPES = ("roles", "http://schemas.microsoft.com/ws/2008/06/identity/c
 NAME_CLAIM_TYPES = ("name", "preferred_username", "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name")
 TRUST_SETTING = "PROMOTION_TRUST_IDENTITY_HEADERS"
 _MAX_HEADER = 16 * 1024  # App Service's own principal header stays far below this
+# Entra user principal names have at most 113 characters and display names 256: anything longer is no real
+# principal, and would not fit the history, the events and the store's properties.
+MAX_PRINCIPAL_NAME = 256
 
 
 class Unauthenticated(Exception):
@@ -103,6 +106,8 @@ def principal_from_headers(headers: Mapping[str, str], env: Mapping[str, str]) -
         name = next((visible_text(value) for typ, value in claims if typ in NAME_CLAIM_TYPES), "")
     if not name:
         raise Unauthenticated("no identity: sign in (the X-MS-CLIENT-PRINCIPAL-NAME header is missing)")
+    if len(name) > MAX_PRINCIPAL_NAME:
+        raise Unauthenticated(f"the principal name is longer than {MAX_PRINCIPAL_NAME} characters; no Entra name is")
     raw_id = lowered.get("x-ms-client-principal-id", "").strip()
     principal_id = guid_key(raw_id)
     if raw_id and principal_id is None:

@@ -96,6 +96,12 @@ class ProductionRules:
         return self.endpoint.format(name=model.name, version=model.version)
 
     @property
+    def endpoint_per_model(self) -> bool:
+        """Whether the endpoint template names the model: then each endpoint serves one model only. A template
+        without {name} shares one endpoint between models on purpose."""
+        return any(field == "name" for _, field, _, _ in string.Formatter().parse(self.endpoint))
+
+    @property
     def approval_ttl(self) -> timedelta:
         return timedelta(hours=self.approval_ttl_hours)
 

@@ -139,7 +139,8 @@ class DeploymentPlan:
     instance_type: str
     instance_count: int
     traffic_percent: int
-    tags: Mapping[str, str] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)  # set on the deployment
+    endpoint_tags: Mapping[str, str] = field(default_factory=dict)  # set on the endpoint when it is created
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,7 @@ class EndpointState:
     traffic: Mapping[str, int]  # deployment -> percent; deployments without traffic are left out
     models: Mapping[str, str | None]  # every deployment -> the "name:version" it serves, None when unknown
     busy: bool = False
+    tags: Mapping[str, str] = field(default_factory=dict)  # the endpoint's own tags
 
 
 @dataclass(frozen=True)
@@ -182,7 +184,9 @@ class Deployer(Protocol):
     raises as it is and is retried later.
     """
 
-    def ensure_endpoint(self, plan: DeploymentPlan) -> Progress: ...
+    def ensure_endpoint(self, plan: DeploymentPlan) -> Progress:
+        """Create the endpoint with `plan.endpoint_tags` if it is missing; an existing endpoint keeps its tags."""
+        ...
 
     def ensure_deployment(self, plan: DeploymentPlan) -> Progress: ...
 
@@ -241,6 +245,12 @@ class CopyClaimed(Exception):
     def __init__(self, existing: RegistryCopy):
         super().__init__(f"the copy of {existing.model} is {existing.state.value} (started by {existing.cause})")
         self.existing = existing
+
+
+class ValueTooLarge(ValueError):
+    """A value larger than the store keeps in one property (Table Storage: 64 KiB, 32 K UTF-16 code units).
+    Both stores refuse it alike, before anything is written. The boundaries (event parsing, identity, the API's
+    text limits) keep values far below, so this is a backstop, not a path users meet."""
 
 
 class StoreUnavailable(Exception):

@@ -13,9 +13,26 @@ MAX_KEPT = 4096  # characters of outside text kept in one stored field
 # no more than this. Only the last MAX_KEPT characters are kept anyway.
 _READ = 16 * MAX_KEPT
 
+# '=', '&', ':', '/' and '@' as a URL inside another URL's query spells them: percent-encoded, perhaps twice.
+_EQ, _AMP, _COLON, _SLASH, _AT = (rf"%(?:25)*{code}" for code in ("3D", "26", "3A", "2F", "40"))
+
+# Every pattern is linear in the text: each starts at a fixed marker and its repetitions are bounded or cannot
+# overlap what follows them, so a long word without an end costs one pass, not one pass per character.
 _SECRETS = [
-    # SAS signatures and other signed query parameters
-    (re.compile(r"(?i)\b(sig|signature|se?cret|token|code|key)=([^&\s\"';]+)"), r"\1=[redacted]"),
+    # SAS signatures and other signed query parameters, with the '=' (and the '?' or '&' before them, and the '&'
+    # that ends them) plain or encoded
+    (
+        re.compile(
+            rf"(?i)(?:(?<![a-z])|(?<=3F|26))(sig|signature|se?cret|token|code|key)(=|{_EQ})(?:(?!{_AMP})[^&\s\"';])+"
+        ),
+        r"\1\2[redacted]",
+    ),
+    # the password in a URL's user information: scheme://user:password@host, plain or encoded
+    (re.compile(r"(://[^\s/@:?#]{0,256}:)[^\s/@]{1,512}@"), r"\1[redacted]@"),
+    (
+        re.compile(rf"(?i)({_COLON}{_SLASH}{_SLASH}[^\s/@:%]{{0,256}}{_COLON})[^\s/@&]{{1,512}}?({_AT})"),
+        r"\1[redacted]\2",
+    ),
     # connection-string parts
     (re.compile(r"(?i)\b(AccountKey|SharedAccessKey|Password|Pwd)=([^;\s\"']+)"), r"\1=[redacted]"),
     # authorization headers and bearer tokens

@@ -227,6 +227,8 @@ class LocalDeployer:
 
     def ensure_endpoint(self, plan: DeploymentPlan) -> Progress:
         with self._endpoint(plan.endpoint) as endpoint:
+            if "name" not in endpoint:  # a new endpoint; an existing one keeps its tags, as Azure's does
+                endpoint["tags"] = dict(plan.endpoint_tags)
             endpoint.setdefault("name", plan.endpoint)
             endpoint.setdefault("auth_mode", "key")
             endpoint.setdefault("traffic", {})
@@ -260,7 +262,8 @@ class LocalDeployer:
             return None
         endpoint = json.loads(path.read_text(encoding="utf-8"))
         models = {d["name"]: d["tags"].get(DEPLOYMENT_MODEL_TAG) for d in endpoint["deployments"].values()}
-        return EndpointState(traffic={k: v for k, v in endpoint["traffic"].items() if v}, models=models)
+        traffic = {k: v for k, v in endpoint["traffic"].items() if v}
+        return EndpointState(traffic=traffic, models=models, tags=endpoint.get("tags", {}))
 
     def set_traffic(self, endpoint: str, traffic: Mapping[str, int]) -> Progress:
         with self._endpoint(endpoint) as state:

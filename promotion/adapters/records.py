@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -30,8 +30,33 @@ from promotion.domain import (
     RegistryCopy,
     State,
 )
+from promotion.ports import ValueTooLarge
 
 Record = dict[str, Any]
+
+# Table Storage's limit for one string property: 64 KiB, that is 32 K UTF-16 code units. SQLite has none, but
+# both stores refuse the same values (ValueTooLarge) so they cannot drift apart.
+MAX_PROPERTY_UNITS = 32 * 1024
+
+
+def _fitting(build: Callable[[Any], Record]) -> Callable[[Any], Record]:
+    """A record builder whose records are refused (ValueTooLarge, naming the field) when a string property
+    is larger than a Table property holds."""
+
+    def built(value: Any) -> Record:
+        record = build(value)
+        for key, field in record.items():
+            if isinstance(field, str) and len(field) > MAX_PROPERTY_UNITS // 2:
+                units = len(field.encode("utf-16-le", "surrogatepass")) // 2
+                if units > MAX_PROPERTY_UNITS:
+                    raise ValueTooLarge(
+                        f"{key} is {units} UTF-16 code units long; a store keeps at most {MAX_PROPERTY_UNITS}"
+                    )
+        return record
+
+    built.__doc__ = build.__doc__
+    return built
+
 
 # Promotion ids become Table keys, so they must avoid what keys forbid ('/', '\', '#', '?', control
 # characters); '|' is the stores' key separator. Both stores apply the same rule so they accept the same ids.
@@ -69,6 +94,7 @@ def open_model(promotion: Promotion) -> str | None:
     return str(promotion.model) if promotion.is_open else None
 
 
+@_fitting
 def promotion_record(promotion: Promotion) -> Record:
     """Every field but history (stored as separate, insert-only entries) and revision (the store's own)."""
     return {
@@ -105,6 +131,7 @@ def promotion_from_record(record: Mapping[str, Any], history: tuple[HistoryEntry
     )
 
 
+@_fitting
 def history_record(entry: HistoryEntry) -> Record:
     detail = json.dumps(dict(entry.detail))
     return {"at": stamp(entry.at), "actor": entry.actor, "action": entry.action, "detail": detail}
@@ -115,6 +142,7 @@ def history_from_record(record: Mapping[str, Any]) -> HistoryEntry:
     return HistoryEntry(at=parse_stamp(record["at"]), actor=record["actor"], action=record["action"], detail=detail)
 
 
+@_fitting
 def decision_record(decision: Decision) -> Record:
     return {
         "event_id": decision.event_id,
@@ -148,6 +176,7 @@ def newest_first(promotions: list[Promotion]) -> list[Promotion]:
     return sorted(promotions, key=lambda p: (p.created_at, p.id), reverse=True)
 
 
+@_fitting
 def copy_record(copy: RegistryCopy) -> Record:
     """Every field but revision (the store's own)."""
     return {
@@ -183,6 +212,7 @@ def copy_from_record(record: Mapping[str, Any], revision: str) -> RegistryCopy:
     )
 
 
+@_fitting
 def event_record(event: LifecycleEvent) -> Record:
     return {
         "id": event.id,

@@ -26,6 +26,7 @@ from promotion.policy import ProductionRules
 from promotion.ports import (
     Deployer,
     DeploymentFailed,
+    EndpointState,
     OpenPromotionExists,
     Progress,
     PromotionStore,
@@ -309,7 +310,7 @@ def rollback(
             rolling, store=store, deployer=deployer, source=source, timeout=rules.deploy_timeout, clock=clock
         )
         if after.state is State.DEPLOYED:
-            raise Conflict(f"Azure refused the rollback: {after.history[-1].detail.get('rollback_failed')}")
+            raise Conflict(f"the rollback did not happen: {after.history[-1].detail.get('rollback_failed')}")
         return after
 
 
@@ -322,11 +323,13 @@ def advance_rollback(
     timeout: timedelta | None = None,
     clock: Clock,
 ) -> Promotion:
-    """Move the traffic back, or see whether it has moved; `rolled_back` once it has. A rollback Azure refuses, or
-    one still not applied after `timeout` (production.deploy_timeout_minutes), leaves the promotion `deployed`."""
+    """Move the traffic back, or see whether it has moved; `rolled_back` once it has. A rollback Azure refuses, one
+    still not applied after `timeout` (production.deploy_timeout_minutes), or one whose deployment lost its traffic
+    to another before the traffic moved back, leaves the promotion `deployed`, and is not tried again."""
     endpoint, target = promotion.deployment["endpoint"], promotion.deployment["rollback_traffic"]
     at = clock()
     try:
+        _check_still_live(promotion, deployer.endpoint(endpoint), target)
         if deployer.set_traffic(endpoint, target) is Progress.PENDING:
             if timeout is None or at - promotion.last_entry_at <= timeout:
                 return promotion
@@ -349,6 +352,20 @@ def advance_rollback(
         traffic=target,
     )
     return saved_or_current(store, done, [event])
+
+
+def _check_still_live(promotion: Promotion, live: EndpointState | None, target: Mapping[str, int]) -> None:
+    """Checked again just before the traffic moves back: the promotion's deployment must still be live, or the
+    rollback already applied. Otherwise another deployment took the traffic since the rollback was asked for, and
+    moving it back would silently undo that one."""
+    endpoint, ours = promotion.deployment["endpoint"], promotion.deployment["deployment"]
+    if live is None:
+        raise DeploymentFailed(f"online endpoint {endpoint} no longer exists")
+    if dict(live.traffic) != dict(target) and not live.traffic.get(ours):
+        raise DeploymentFailed(
+            f"{ours} is no longer live on {endpoint} (its traffic is {dict(live.traffic)} since the rollback was "
+            "asked for): nothing was rolled back"
+        )
 
 
 def _traffic_before(promotion: Promotion, deployments: Mapping[str, str | None]) -> dict[str, int]:

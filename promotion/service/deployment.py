@@ -21,6 +21,8 @@ from promotion.domain import (
     DEPLOYMENT_APPROVER_TAG,
     DEPLOYMENT_MODEL_TAG,
     DEPLOYMENT_PROMOTION_TAG,
+    ENDPOINT_MODEL_TAG,
+    ENDPOINT_OWNER_TAG,
     EventType,
     InvalidName,
     Lineage,
@@ -114,6 +116,11 @@ def _start(
             DEPLOYMENT_MODEL_TAG: str(promotion.model),
             DEPLOYMENT_APPROVER_TAG: promotion.approved_by or "",
         },
+        # The endpoint names its owner, and the model it is for when the template names the model.
+        "endpoint_tags": {
+            ENDPOINT_OWNER_TAG: source,
+            **({ENDPOINT_MODEL_TAG: promotion.model.name} if rules.endpoint_per_model else {}),
+        },
     }
     names = {"endpoint": plan["endpoint"], "deployment": plan["deployment"]}
     deploying = promotion.move(State.DEPLOYING, actor=DEPLOY_ACTOR, at=at, detail=names, deployment=plan)
@@ -133,6 +140,10 @@ def _advance(
         return _fail(store, promotion, reason, source, clock)
     plan = _plan_from(promotion)
     try:
+        existing = deployer.endpoint(plan.endpoint) if plan.endpoint_tags else None
+        refusal = _not_ours(existing, plan) if existing is not None else None
+        if refusal:
+            return _fail(store, promotion, refusal, source, clock)
         for step in (deployer.ensure_endpoint, deployer.ensure_deployment):
             if step(plan) is Progress.PENDING:
                 return promotion
@@ -147,6 +158,9 @@ def _take_traffic(
     endpoint = deployer.endpoint(plan.endpoint)
     if endpoint is None:
         raise DeploymentFailed(f"online endpoint {plan.endpoint} disappeared during the deployment")
+    refusal = _not_ours(endpoint, plan)  # checked again just before traffic moves: someone may have come between
+    if refusal:
+        return _fail(store, promotion, refusal, source, clock)
     if "previous_traffic" not in promotion.deployment:
         # What was live before this promotion took any traffic: what a rollback gives the traffic back to.
         before = {name: share for name, share in endpoint.traffic.items() if name != plan.deployment}
@@ -154,6 +168,10 @@ def _take_traffic(
             promotion = store.save(replace(promotion, deployment={**promotion.deployment, "previous_traffic": before}))
         except StaleRevision:
             return store.get(promotion.id)  # a concurrent worker took this step; the next call carries on
+
+    rolled_back = _rollback_since_approval(store, promotion, plan.endpoint)
+    if rolled_back is not None:
+        return _finish_deployed(store, promotion, plan, {}, source, clock, note=rolled_back)
 
     newer = _newer_live_version(endpoint, plan)
     if newer is not None:
@@ -163,10 +181,65 @@ def _take_traffic(
         )
         return _finish_deployed(store, promotion, plan, {}, source, clock, note=note)
 
-    desired = split_traffic(endpoint.traffic, plan.deployment, plan.traffic_percent)
+    desired = split_traffic(endpoint.traffic, plan.deployment, plan.traffic_percent, endpoint.models)
     if deployer.set_traffic(plan.endpoint, desired) is Progress.PENDING:
         return promotion
     return _finish_deployed(store, promotion, plan, desired, source, clock)
+
+
+def _not_ours(endpoint: EndpointState, plan: DeploymentPlan) -> str | None:
+    """Why this promotion may not use an existing endpoint, or None when it may.
+
+    The endpoint must carry this app's owner tag: an endpoint made by hand or by another app is never taken over.
+    When the template names the model, the endpoint must be that model's alone: tagged for it, and with no
+    deployment serving another model. A shared endpoint (a template without {name}) serves any model on purpose.
+    A deployment planned before endpoints were tagged has no endpoint tags, and is not checked.
+    """
+    owner = plan.endpoint_tags.get(ENDPOINT_OWNER_TAG)
+    if owner is None:
+        return None
+    held = endpoint.tags.get(ENDPOINT_OWNER_TAG)
+    if held is None:
+        return (
+            f"online endpoint {plan.endpoint} exists and was not made by this app (it has no {ENDPOINT_OWNER_TAG} "
+            "tag): it is never taken over; choose another production.endpoint template, or tag the endpoint "
+            f"{ENDPOINT_OWNER_TAG}={owner} to hand it to this app"
+        )
+    if held != owner:
+        return f"online endpoint {plan.endpoint} belongs to {held}, not to this app ({owner}): it is never taken over"
+    model = plan.endpoint_tags.get(ENDPOINT_MODEL_TAG)
+    if model is None:
+        return None
+    if endpoint.tags.get(ENDPOINT_MODEL_TAG) != model:
+        serves = endpoint.tags.get(ENDPOINT_MODEL_TAG)
+        what = f"model {serves}" if serves else "several models (a shared endpoint)"
+        return f"online endpoint {plan.endpoint} serves {what}, not {model}: traffic stays where it is"
+    for name, served in endpoint.models.items():
+        if name != plan.deployment and (served or "").rpartition(":")[0] != model:
+            return (
+                f"online endpoint {plan.endpoint} serves model {served or 'unknown'} (deployment {name}), "
+                f"not only {model}: traffic stays where it is"
+            )
+    return None
+
+
+def _rollback_since_approval(store: PromotionStore, promotion: Promotion, endpoint: str) -> str | None:
+    """Why this promotion must not take traffic because of a rollback on its endpoint asked for after it was
+    approved, or None. The rollback wins: an approver's emergency action is never silently undone by a
+    deployment decided before it. A promotion approved after the rollback is a new decision and takes traffic.
+    (Rollbacks are rare, and this is read only at a deployment's traffic step, not at every timer run.)"""
+    approved_at = next((e.at for e in promotion.history if e.action == State.APPROVED.value), promotion.created_at)
+    for other in [*store.list(state=State.ROLLING_BACK), *store.list(state=State.ROLLED_BACK)]:
+        if other.id == promotion.id or other.deployment.get("endpoint") != endpoint:
+            continue
+        asked = [entry for entry in other.history if entry.action == State.ROLLING_BACK.value]
+        if asked and asked[-1].at > approved_at:
+            return (
+                f"promotion {other.id} ({other.model}) was rolled back on {endpoint} at {isoformat(asked[-1].at)}, "
+                f"after this promotion was approved: the rollback wins, and {promotion.model} stays at 0% "
+                "(request it again to roll forward)"
+            )
+    return None
 
 
 def _newer_live_version(endpoint: EndpointState, plan: DeploymentPlan) -> str | None:
@@ -232,6 +305,7 @@ def _plan_from(promotion: Promotion) -> DeploymentPlan:
         instance_count=int(recorded["instance_count"]),
         traffic_percent=int(recorded["traffic_percent"]),
         tags=recorded["tags"],
+        endpoint_tags=recorded.get("endpoint_tags", {}),
     )
 
 

@@ -13,6 +13,7 @@ within the event's 24 hours).
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Callable, Mapping
@@ -26,6 +27,7 @@ from promotion.domain import (
     CopyState,
     Decision,
     EventType,
+    LifecycleEvent,
     Lineage,
     ModelRef,
     ModelVersion,
@@ -33,7 +35,15 @@ from promotion.domain import (
     RegistryCopy,
 )
 from promotion.policy import Policy
-from promotion.ports import AlreadyExists, CopyClaimed, CopyRefused, PromotionStore, RegistryModels, WorkspaceModels
+from promotion.ports import (
+    AlreadyExists,
+    CopyClaimed,
+    CopyRefused,
+    PromotionStore,
+    RegistryModels,
+    StaleRevision,
+    WorkspaceModels,
+)
 from promotion.service.common import Clock
 from promotion.service.lifecycle import copy_event
 
@@ -43,6 +53,11 @@ ACTOR = "on_model_registered"
 _UNREAD: Any = object()  # a model not read yet, as opposed to one read and found missing (None)
 # Outcomes consider() records itself, in the same transaction as the copy they concern.
 RECORDED_WITH_THE_COPY = frozenset({Outcome.COPY_STARTED, Outcome.COPY_FAILED})
+# A concurrency conflict on our own store is never the caller's failure: the record is read again and the
+# decision made again, this many times at most.
+_ATTEMPTS = 5
+# What a duplicate of the event that started a copy may find: the copy under way, or already done.
+_SEEN_BY_A_DUPLICATE = frozenset({Outcome.COPY_IN_PROGRESS, Outcome.ALREADY_IN_REGISTRY, Outcome.REGISTRY_CONFLICT})
 
 
 def propagate(
@@ -61,7 +76,8 @@ def propagate(
         event = events.parse(raw_event)
     except events.MalformedEvent as error:
         event_id = raw_event.get("id") if isinstance(raw_event, Mapping) else None
-        return _logged(Decision(str(event_id), None, Outcome.MALFORMED, (str(error),), None, clock()))
+        shown = events.kept_event_id(event_id) if isinstance(event_id, str) else str(event_id)
+        return _logged(Decision(shown, None, Outcome.MALFORMED, (str(error),), None, clock()))
     with logs.fields(event_id=event.event_id, model=getattr(event, "model", None)):
         if isinstance(event, events.OtherEvent):
             return _logged(
@@ -91,14 +107,31 @@ def propagate(
 
 
 def _redelivered_while_copying(decision: Decision, store: PromotionStore) -> bool:
-    """A redelivery of the very event whose copy is under way: that event's decision says `copy_started` (or
-    is about to), and a concurrent duplicate must not take its place."""
-    if decision.outcome is not Outcome.COPY_IN_PROGRESS or decision.model is None:
+    """A redelivery of the very event whose copy is under way or done: that event's decision says `copy_started`
+    (or is about to), and a concurrent duplicate must not take its place."""
+    if decision.outcome not in _SEEN_BY_A_DUPLICATE or decision.model is None:
         return False
     copy = store.copy(decision.model)
     return copy is not None and copy.cause == decision.event_id
 
 
+def _decided_again_on_conflict(consider_once: Callable[..., Decision]) -> Callable[..., Decision]:
+    """A concurrent change of the copy on our store (another delivery, reconcile or the timer) is no failure of
+    the caller: the copy is read again and the decision made again."""
+
+    @functools.wraps(consider_once)
+    def consider(*args: Any, **kwargs: Any) -> Decision:
+        for _ in range(_ATTEMPTS - 1):
+            try:
+                return consider_once(*args, **kwargs)
+            except StaleRevision as conflict:
+                log.info("%s; reading it again", conflict)
+        return consider_once(*args, **kwargs)
+
+    return consider
+
+
+@_decided_again_on_conflict
 def consider(
     ref: ModelRef,
     *,
@@ -119,18 +152,24 @@ def consider(
     `held` (the registry's version) and `staged` may be passed when the caller has read them already, as the
     reconcile sweep has; otherwise they are read here, the registry first, so that a duplicate event costs one
     read and nothing more. Outcomes about a copy (RECORDED_WITH_THE_COPY) are recorded here with it; the caller
-    records other decisions if it wants.
+    records other decisions if it wants. A concurrent change on our store never raises to the caller.
     """
 
     def decided(outcome: Outcome, *reasons: str, digest: str | None = None) -> Decision:
         return Decision(cause, ref, outcome, reasons, digest, clock())
 
-    if held is _UNREAD:
+    read_here = held is _UNREAD
+    if read_here:
         held = registry.get(ref)
     if held is not None and Lineage.is_tagged(held.tags):
         return _tagged_copy_decision(held.tags, ref, staging_workspace_id, decided)
 
     in_flight = store.copy(ref)
+    if read_here and held is None and in_flight is not None and in_flight.state is CopyState.COPIED:
+        # Finished since the registry was read, perhaps: ask again before calling it deleted.
+        held = registry.get(ref)
+        if held is not None and Lineage.is_tagged(held.tags):
+            return _tagged_copy_decision(held.tags, ref, staging_workspace_id, decided)
     if in_flight is not None and in_flight.state is CopyState.COPYING:
         return decided(Outcome.COPY_IN_PROGRESS, f"the copy started by {in_flight.cause} is under way")
     if in_flight is not None and in_flight.state is CopyState.COPIED and held is None:
@@ -186,14 +225,55 @@ def consider(
             # same refusal once more is recorded, but it is no news to publish.
             news = failed_before is None or failed_before.error != reason
             event = copy_event(EventType.REGISTRY_COPY_FAILED, failed, actor=actor, source=source, reason=reason)
-            store.save_copy(failed, decision=decision, events=[event] if news else [])
+            at = failed.updated_at
+            _settle(
+                store,
+                claimed,
+                lambda c: c.finished(CopyState.COPY_FAILED, at, reason),
+                decision,
+                [event] if news else [],
+            )
             return decision
         except BaseException:
             store.release_copy(claimed, previous=failed_before)
             raise
     decision = decided(Outcome.COPY_STARTED, reason, digest=verdict.policy_digest)
-    store.save_copy(replace(claimed, operation=operation), decision=decision)
+    _settle(store, claimed, lambda c: replace(c, operation=operation), decision)
     return decision
+
+
+def _settle(
+    store: PromotionStore,
+    claimed: RegistryCopy,
+    change: Callable[[RegistryCopy], RegistryCopy],
+    decision: Decision,
+    events: list[LifecycleEvent] | None = None,
+) -> None:
+    """Save what this cause did to the copy it claimed, with its decision, in one transaction.
+
+    The copy may change under us once it is claimed: the timer may finish it (a copy that lands at once), or
+    another delivery may save it. That is no failure: the copy is read again; while it is still this attempt
+    under way, the change is applied to it again; once it has ended, its end stands, and this cause's decision
+    is recorded on its own. Either way the decision is kept and the caller acknowledged.
+    """
+    copy = claimed
+    for _ in range(_ATTEMPTS):
+        try:
+            store.save_copy(change(copy), decision=decision, events=events or [])
+            return
+        except StaleRevision:
+            current = store.copy(claimed.model)
+            if current is None or current.attempt != claimed.attempt or current.state is not CopyState.COPYING:
+                log.info(
+                    "the copy of %s ended meanwhile (%s); recording the decision only",
+                    claimed.model,
+                    current.state.value if current else "gone",
+                )
+                store.record_decision(decision)
+                return
+            copy = current
+    log.warning("the copy of %s kept changing; recording the decision only", claimed.model)
+    store.record_decision(decision)
 
 
 def _tagged_copy_decision(

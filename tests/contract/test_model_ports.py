@@ -5,6 +5,7 @@ suite cannot drift apart."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -306,6 +307,22 @@ def test_the_endpoint_state_names_what_each_deployment_serves(world):
     assert dict(state.models) == {"taxi-fare-v4": "taxi-fare:4", "taxi-fare-v3": "taxi-fare:3"}
     assert not state.busy
     assert production.endpoint("nothing-here") is None
+
+
+def test_an_endpoint_is_created_with_its_tags_and_keeps_them(world):
+    production = world.backend.production
+    tags = {"promotion.owner": "/sites/promo", "promotion.endpoint_model": "taxi-fare"}
+    first = replace(plan(), endpoint_tags=tags)
+    walk(world, production, first, {"taxi-fare-v4": 100})
+    assert dict(production.endpoint("taxi-fare-prod").tags) == tags  # the traffic change kept them
+    later = replace(plan(), endpoint_tags={"promotion.owner": "/sites/another"})
+    until_ready(world, production.ensure_endpoint, later)
+    assert dict(production.endpoint("taxi-fare-prod").tags) == tags  # an existing endpoint is not re-tagged
+
+
+def test_an_endpoint_made_by_hand_has_no_tags(world):
+    world.seed_live_deployment("taxi-fare-prod", "taxi-fare-v3")
+    assert dict(world.backend.production.endpoint("taxi-fare-prod").tags) == {}
 
 
 def test_a_deployment_name_serving_another_model_fails(world):

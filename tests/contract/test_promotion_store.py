@@ -46,6 +46,7 @@ from promotion.ports import (
     PromotionStore,
     StaleRevision,
     StoreUnavailable,
+    ValueTooLarge,
 )
 
 T0 = datetime(2025, 3, 4, 5, 6, 7, 891011, tzinfo=timezone.utc)
@@ -320,6 +321,33 @@ def test_decisions_are_recorded_once_per_event_and_listed_oldest_first(store: Pr
 
     assert store.decisions(CREDIT) == [earlier, later]
     assert store.decisions(ModelRef("unknown", "1")) == []
+
+
+# Table Storage keeps a string property of at most 64 KiB (32 K UTF-16 code units); both stores refuse the same
+# values, with the same error, and write nothing. The boundaries (event parsing, identity) keep values far below.
+HUGE = "x" * 40_000
+
+
+def test_a_value_too_large_for_a_property_is_refused_alike_and_nothing_is_written(store: PromotionStore) -> None:
+    with pytest.raises(ValueTooLarge, match="requested_by"):
+        store.add(replace(pending(), requested_by="alice" + HUGE))
+    with pytest.raises(PromotionNotFound):
+        store.get("p-1")
+    with pytest.raises(ValueTooLarge, match="event_id"):
+        store.record_decision(Decision(HUGE, CREDIT, Outcome.COPIED, (), None, T0))
+    assert store.decisions(CREDIT) == []
+    added = store.add(pending())
+    entry = HistoryEntry(T0 + timedelta(seconds=1), "bob" + HUGE, "approval", {})
+    with pytest.raises(ValueTooLarge, match="actor"):
+        store.save(replace(added, history=(*added.history, entry)))
+    assert store.get("p-1") == added
+
+
+def test_the_largest_value_a_property_holds_is_kept_alike(store: PromotionStore) -> None:
+    # 32 K UTF-16 code units: a character outside the BMP counts twice.
+    largest = "é" * (32 * 1024 - 2) + "🚀"
+    store.record_decision(Decision("evt-1", CREDIT, Outcome.NOT_QUALIFIED, (), largest, T0))
+    assert store.decisions(CREDIT)[0].policy_digest == largest
 
 
 def test_decisions_of_versions_sharing_a_prefix_stay_apart(store: PromotionStore) -> None:

@@ -269,7 +269,12 @@ class FakeAzureML:
         return self.registry_models.get((name, str(version)))
 
     def add_endpoint(
-        self, name: str, *, traffic: Mapping[str, int] | None = None, state: str = "Succeeded"
+        self,
+        name: str,
+        *,
+        traffic: Mapping[str, int] | None = None,
+        state: str = "Succeeded",
+        tags: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         body = {
             "id": f"{self.production.id}/onlineEndpoints/{name}",
@@ -278,7 +283,7 @@ class FakeAzureML:
             "location": self.location,
             "kind": "Managed",
             "identity": {"type": "SystemAssigned", "principalId": "p", "tenantId": "t"},
-            "tags": {},
+            "tags": dict(tags or {}),
             "systemData": _system_data(),
             "properties": {
                 "authMode": "Key",

@@ -380,15 +380,36 @@ def test_deployment_goes_step_by_step_without_waiting(azure_app):
 
 def test_a_failed_deployment_records_the_error_once_and_redacted(azure_app):
     promotion_id, job = approved_promotion(azure_app)
-    azure_app.add_endpoint("taxi-fare-prod")
+    owner = {"promotion.owner": wiring.settings().events_source, "promotion.endpoint_model": "taxi-fare"}
+    azure_app.add_endpoint("taxi-fare-prod", tags=owner)  # made by this app earlier
     user_function("deploy_promotion")(func.QueueMessage(body=job.encode()))
-    logs = "ModuleNotFoundError: No module named 'x'\nusing sig=c2VjcmV0c2lnbmF0dXJl&se=2030"
+    secrets = ["c2VjcmV0c2lnbmF0dXJl", "ZW5jb2RlZFNpZw", "Sup3rS3cret"]
+    logs = (
+        "ModuleNotFoundError: No module named 'x'\nusing sig=c2VjcmV0c2lnbmF0dXJl&se=2030\n"
+        "GET /load?src=https%3A%2F%2Facct.blob.core.windows.net%2Fm%3Fsv%3D2022%26sig%3DZW5jb2RlZFNpZw%26sp%3Dr\n"
+        "Looking in indexes: https://builder:Sup3rS3cret@pkgs.contoso.com/simple"
+    )
     azure_app.finish("taxi-fare-prod", "taxi-fare-v6", state="Failed", logs=logs)
     tick("advance_deployments")
     failed = state_of(promotion_id)
     assert failed["state"] == "failed"
     assert "Failed" in failed["error"] and "ModuleNotFoundError" in failed["error"]
-    assert "c2VjcmV0c2lnbmF0dXJl" not in json.dumps(failed)
+    assert "pkgs.contoso.com" in failed["error"]  # the log line stays, without its secret
+    events = json.dumps([event.to_json() for event in wiring.store().events()])
+    assert "ModuleNotFoundError" in events
+    for secret in secrets:  # not in the error, the history, or the events
+        assert secret not in json.dumps(failed) and secret not in events
+
+
+def test_an_endpoint_made_by_hand_is_never_taken_over(azure_app):
+    promotion_id, job = approved_promotion(azure_app)
+    azure_app.add_endpoint("taxi-fare-prod", traffic={"by-hand": 100})
+    azure_app.add_deployment("taxi-fare-prod", "by-hand", model="azureml:by-hand:1")
+    user_function("deploy_promotion")(func.QueueMessage(body=job.encode()))
+    failed = state_of(promotion_id)
+    assert failed["state"] == "failed" and "was not made by this app" in failed["error"]
+    assert azure_app.count("PUT", "/onlineEndpoints/taxi-fare-prod") == 0  # no deployment, no traffic change
+    assert azure_app.endpoint("taxi-fare-prod")["properties"]["traffic"] == {"by-hand": 100}
 
 
 def test_a_name_taken_in_the_region_fails_the_promotion_with_the_service_message(azure_app):

@@ -263,6 +263,7 @@ class FakeRegistry(_Counted):
 class FakeEndpoint:
     deployments: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> model_uri, model, tags
     traffic: dict[str, int] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 class FakeDeployer:
@@ -298,7 +299,7 @@ class FakeDeployer:
             self.calls["ensure_endpoint"] += 1
             if plan.endpoint in self.failures:
                 raise self.failures[plan.endpoint]
-            self.endpoints.setdefault(plan.endpoint, FakeEndpoint())
+            self.endpoints.setdefault(plan.endpoint, FakeEndpoint(tags=dict(plan.endpoint_tags)))
             return self._step("endpoint", plan.endpoint)
 
     def ensure_deployment(self, plan: DeploymentPlan) -> Progress:
@@ -333,6 +334,7 @@ class FakeDeployer:
                     for deployment, spec in endpoint.deployments.items()
                 },
                 busy=name in self._traffic_change,
+                tags=dict(endpoint.tags),
             )
 
     def set_traffic(self, endpoint: str, traffic: Mapping[str, int]) -> Progress:

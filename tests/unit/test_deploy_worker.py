@@ -13,6 +13,8 @@ from promotion.domain import (
     DEPLOYMENT_APPROVER_TAG,
     DEPLOYMENT_MODEL_TAG,
     DEPLOYMENT_PROMOTION_TAG,
+    ENDPOINT_MODEL_TAG,
+    ENDPOINT_OWNER_TAG,
     LINEAGE_SOURCE_MODEL,
     EventType,
     ModelRef,
@@ -22,7 +24,7 @@ from promotion.domain import (
 from promotion.identity import Principal
 from promotion.policy import ProductionRules
 from promotion.ports import DeploymentFailed, StaleRevision
-from tests.unit.fakes import FakeDeployer, FakeRegistry, Production, registry_uri
+from tests.unit.fakes import FakeDeployer, FakeEndpoint, FakeRegistry, Production, registry_uri
 
 ALICE = Principal("alice@contoso.com", "11111111-0000-0000-0000-000000000000")
 CAROL = Principal("carol@contoso.com", "33333333-0000-0000-0000-000000000000")
@@ -97,6 +99,24 @@ def test_the_new_deployment_shares_traffic_with_the_previous_live_one(prod, depl
     promotion = prod.deployed(CHURN_3, ALICE, CAROL)
     assert deployer.live("churn-prod") == {"churn-v2": 75, "churn-v3": 25}
     assert prod.events(promotion.id)[-1].data["traffic"] == {"churn-v2": 75, "churn-v3": 25}
+
+
+def test_an_even_split_keeps_the_most_recent_previous_version_live(prod, deployer):
+    # A 50/50 split ties the previous two deployments: the newer version keeps the rest, by version order
+    # (numeric parts compare as numbers), never the older one by name.
+    prod.rules = replace(RULES, traffic_percent=50)
+    lives = []
+    for version in ("8", "9", "10", "11"):
+        prod.registry.models[ModelRef("churn", version)] = mlflow("churn", version)
+        promotion = prod.deployed(ModelRef("churn", version), ALICE, CAROL)
+        assert promotion.state is State.DEPLOYED
+        lives.append(deployer.live("churn-prod"))
+    assert lives == [
+        {"churn-v8": 100},
+        {"churn-v9": 50, "churn-v8": 50},
+        {"churn-v10": 50, "churn-v9": 50},
+        {"churn-v11": 50, "churn-v10": 50},
+    ]
 
 
 def test_a_model_removed_from_the_registry_voids_the_promotion_and_nothing_deploys(prod):
@@ -315,3 +335,50 @@ def test_names_that_normalise_alike_get_their_own_endpoint_and_deployment(prod, 
         assert deployer.live(endpoint) == {deployment: 100}  # no model took another's traffic
         [served] = deployer.deployments_of(promotion.model)
         assert (served["endpoint"], served["deployment"], served["traffic"]) == (endpoint, deployment, 100)
+
+
+# --- whose endpoint it is ------------------------------------------------------------------------------------
+
+
+def test_an_endpoint_serving_another_model_is_refused_and_its_traffic_never_moves(prod, deployer):
+    prod.deployed(CHURN_2, ALICE, CAROL)  # on churn-prod, by the default template {name}-prod
+    prod.rules = replace(RULES, endpoint="{name}")  # a policy edit: now model "churn-prod" names the same endpoint
+    intruder = ModelRef("churn-prod", "1")
+    prod.registry.models[intruder] = mlflow(intruder.name, intruder.version)
+    failed = prod.deployed(intruder, ALICE, CAROL)
+    assert failed.state is State.FAILED
+    assert "online endpoint churn-prod serves model churn" in failed.error and "churn-prod" in failed.error
+    assert deployer.live("churn-prod") == {"churn-v2": 100}
+    assert set(deployer.endpoints["churn-prod"].deployments) == {"churn-v2"}  # nothing was added to it
+    assert prod.event_types(failed.id)[-1] == "DeploymentFailed"
+
+
+def test_an_endpoint_not_made_by_this_app_is_never_taken_over(prod, deployer):
+    hand_made = {"model_uri": "azureml:by-hand:1", "model": None, "tags": {}}
+    deployer.endpoints["churn-prod"] = FakeEndpoint(deployments={"by-hand": hand_made}, traffic={"by-hand": 100})
+    failed = prod.deployed(CHURN_3, ALICE, CAROL)
+    assert failed.state is State.FAILED
+    assert "was not made by this app" in failed.error and "promotion.owner" in failed.error
+    assert deployer.live("churn-prod") == {"by-hand": 100}
+    assert set(deployer.endpoints["churn-prod"].deployments) == {"by-hand"}
+
+
+def test_an_endpoint_of_another_app_is_never_taken_over(prod, deployer):
+    deployer.endpoints["churn-prod"] = FakeEndpoint(tags={ENDPOINT_OWNER_TAG: "/sites/another-app"})
+    failed = prod.deployed(CHURN_3, ALICE, CAROL)
+    assert failed.state is State.FAILED and "belongs to /sites/another-app" in failed.error
+    assert deployer.endpoints["churn-prod"].deployments == {}
+
+
+def test_the_endpoint_this_app_made_carries_its_owner_and_model(prod, deployer):
+    prod.deployed(CHURN_3, ALICE, CAROL)
+    assert deployer.endpoints["churn-prod"].tags == {ENDPOINT_OWNER_TAG: prod.source, ENDPOINT_MODEL_TAG: "churn"}
+
+
+def test_a_template_without_name_shares_one_endpoint_on_purpose(prod, deployer):
+    prod.rules = replace(RULES, endpoint="shared-prod")
+    churn = prod.deployed(CHURN_3, ALICE, CAROL)
+    fraud = prod.deployed(FRAUD_7, ALICE, CAROL)
+    assert churn.state is fraud.state is State.DEPLOYED
+    assert deployer.live("shared-prod") == {"fraud-v7": 100}
+    assert deployer.endpoints["shared-prod"].tags == {ENDPOINT_OWNER_TAG: prod.source}  # no one model's

@@ -46,7 +46,8 @@ def pending(at: datetime = AT) -> Promotion:
         ({"old": 100}, 20, {"new": 20, "old": 80}),
         ({"new": 20, "old": 80}, 20, {"new": 20, "old": 80}),
         ({"old": 100}, 100, {"new": 100}),
-        ({"a": 50, "b": 50}, 30, {"new": 30, "a": 70}),
+        ({"a": 50, "b": 50}, 30, {"new": 30, "b": 70}),  # a tie, without versions known: the later name
+        ({"m-v9": 50, "m-v10": 50}, 50, {"new": 50, "m-v10": 50}),  # names in natural order
         ({"a": 10, "b": 60, "new": 30}, 30, {"new": 30, "b": 70}),
         ({"old": 0}, 20, {"new": 100}),  # a deployment without traffic is not the live one
     ],
@@ -54,6 +55,13 @@ def pending(at: datetime = AT) -> Promotion:
 def test_split_traffic(current, percent, desired):
     assert split_traffic(current, "new", percent) == desired
     assert split_traffic(desired, "new", percent) == desired  # applying it twice changes nothing
+
+
+def test_a_tie_in_traffic_goes_to_the_most_recent_version_served():
+    models = {"x": "churn:10", "y": "churn:9", "z": None}
+    assert split_traffic({"y": 50, "x": 50}, "new", 50, models) == {"new": 50, "x": 50}
+    assert split_traffic({"z": 50, "y": 50}, "new", 50, models) == {"new": 50, "y": 50}  # unknown is oldest
+    assert split_traffic({"y": 60, "x": 40}, "new", 50, models) == {"new": 50, "y": 50}  # more traffic wins first
 
 
 # -- the state machine --------------------------------------------------------------------------------------
@@ -242,13 +250,37 @@ def test_invalid_names_are_made_valid_readable_and_distinct(text):
     name = online_name(text)
     assert_valid(name)
     assert name != text
-    assert re.search(r"-[0-9a-f]{8}$", name), "a digest of the exact text tells apart what the cleanup merges"
+    assert re.search(r"[a-z0-9]--[0-9a-z]{25}$", name), "a digest of the exact text tells apart what cleanup merges"
     assert online_name(text) == name  # stable: the same text always gets the same name
 
 
 def test_readable_part_of_a_made_up_name_follows_the_text():
-    assert online_name("Taxi_Fare-prod").startswith("taxi-fare-prod-")
-    assert deployment_name(ModelRef("Taxi_Fare", "1")).startswith("taxi-fare-1-")
+    assert online_name("Taxi_Fare-prod").startswith("taxi--")
+    assert online_name("Churn.V2").startswith("churn--")
+    assert deployment_name(ModelRef("Taxi_Fare", "1")).startswith("taxi--")
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        # found by a second of search against the old 32-bit digest
+        ("t-a-x_i_f-a-r_e_m_o-d_e-l", "t-a_x-i_f-a-r.e.m-o_d.e_l"),
+        # with the endpoint template "{name}": a made-up name that another model's name spells out
+        ("Fraud", "fraud-1baabd47"),
+        ("Fraud", online_name("Fraud")),
+        ("Fraud", online_name("Fraud").replace("--", "-")),
+    ],
+)
+def test_names_found_to_collide_stay_apart(one, other):
+    assert online_name(one) != online_name(other)
+    assert deployment_name(ModelRef(one, "1")) != deployment_name(ModelRef(other, "1"))
+
+
+def test_a_made_up_name_carries_at_least_128_bits_of_digest():
+    name = online_name("Taxi_Fare")
+    digest = name.rpartition("--")[2]
+    assert len(digest) == 25 and 36**25 >= 2**128
+    assert online_name(name) != name  # a name with '--' is never used as it is: only made-up names have it
 
 
 def test_a_made_up_name_never_equals_another_models_unchanged_name():
@@ -289,7 +321,8 @@ def test_random_names_give_distinct_valid_names():
     assert len(set(endpoints.values())) == len(endpoints)
     assert len(set(deployments.values())) == len(deployments)
     for text, name in endpoints.items():
-        assert (name == text) == bool(AZURE_ONLINE_NAME.fullmatch(text))  # unchanged exactly when already valid
+        # unchanged exactly when already valid and without the '--' that marks made-up names
+        assert (name == text) == bool(AZURE_ONLINE_NAME.fullmatch(text) and "--" not in text)
 
 
 def test_random_near_collisions_of_one_name_stay_apart():

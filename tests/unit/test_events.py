@@ -89,6 +89,16 @@ def test_malformed_events_name_what_is_wrong(raw, field):
         parse(raw)
 
 
+def test_an_event_id_too_long_to_keep_becomes_its_start_and_a_digest():
+    huge = "e" * 40_000
+    parsed = parse(event(id=huge))
+    assert len(parsed.event_id) <= 200 and parsed.event_id.startswith("e" * 100)
+    assert parse(event(id=huge)).event_id == parsed.event_id  # a redelivery is the same cause
+    assert parse(event(id=huge[:-1] + "f")).event_id != parsed.event_id  # another event is another cause
+    assert parse(event(id="e" * 200)).event_id == "e" * 200  # ordinary ids are kept as they are
+    assert len(parse(event(id=huge, eventType="Other.Type")).event_id) <= 200
+
+
 def test_resource_ids_compare_like_arm():
     assert same_resource(TOPIC.upper(), TOPIC + "/")
     assert not same_resource(TOPIC, TOPIC + "2")

@@ -211,6 +211,19 @@ def test_different_names_are_different_people(other):
     assert not carol().is_same_person(other, None)
 
 
+@pytest.mark.parametrize("where", ["header", "claim"])
+def test_a_principal_name_longer_than_any_real_one_is_unauthenticated(where):
+    name = "a" * 300 + "@contoso.com"
+    if where == "header":
+        headers = {"X-MS-CLIENT-PRINCIPAL-NAME": name}
+    else:
+        headers = {"X-MS-CLIENT-PRINCIPAL": principal_header([{"typ": "name", "val": name}])}
+    with pytest.raises(Unauthenticated, match="principal name is longer than 256 characters"):
+        principal_from_headers(headers, LOCAL_OPT_IN)
+    longest = "a" * 244 + "@contoso.com"  # 256 characters
+    assert principal_from_headers({"X-MS-CLIENT-PRINCIPAL-NAME": longest}, LOCAL_OPT_IN).name == longest
+
+
 def test_names_are_kept_readable():
     principal = principal_from_headers(
         carol_headers(**{"X-MS-CLIENT-PRINCIPAL-NAME": " Car\u200bol  Smith "}), LOCAL_OPT_IN

@@ -23,7 +23,7 @@ from promotion.events import MODEL_REGISTERED
 from promotion.policy import Policy, PolicyError
 from promotion.ports import CopyRefused
 from promotion.service.copies import advance_registry_copies
-from tests.unit.fakes import FakeClock, FakeRegistry, FakeWorkspace, stored_decisions
+from tests.unit.fakes import FakeClock, FakeRegistry, FakeWorkspace, at_once, stored_decisions
 
 STAGING = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/staging"
 SOURCE = "test-app"
@@ -200,6 +200,87 @@ def test_concurrent_deliveries_start_exactly_one_copy(world, event_ids):
     assert [outcome for _, outcome in outcomes].count(Outcome.COPY_STARTED) == 1
     assert all(outcome is Outcome.COPY_IN_PROGRESS for event_id, outcome in recorded.items() if event_id != copy.cause)
     assert set(recorded) == set(event_ids)
+
+
+def test_the_timer_finishing_the_copy_before_the_event_saves_it_keeps_the_events_decision(world):
+    # The copy lands at once, and the timer finishes it between start_copy and the event's own save.
+    started = world.registry.start_copy
+
+    def start_and_let_the_timer_finish(model):
+        handle = started(model)
+        world.registry.models[model.ref] = model  # landed, without lineage yet
+        assert world.advance_copies().copied == 1
+        return handle
+
+    world.registry.start_copy = start_and_let_the_timer_finish
+    decision = world.deliver(event("e-1"))
+    assert decision.outcome is Outcome.COPY_STARTED
+    copy = world.store.copy(REF)
+    assert copy.state is CopyState.COPIED  # the timer's ending stands: the late save did not reopen it
+    assert dict(world.decisions()) == {"e-1": Outcome.COPY_STARTED, f"copy:{copy.attempt}": Outcome.COPIED}
+    assert [e.type for e in world.store.events()] == [EventType.COPIED_TO_REGISTRY]
+    assert world.deliver(event("e-1")).outcome is Outcome.ALREADY_IN_REGISTRY  # a redelivery changes nothing
+    assert dict(world.decisions())["e-1"] is Outcome.COPY_STARTED
+
+
+def a_store(request, tmp_path, backend):
+    if backend == "sqlite":
+        return SqlitePromotionStore(tmp_path / "p.sqlite3")
+    from promotion.adapters.tables import TablePromotionStore
+
+    connection, table = request.getfixturevalue("azurite_connection"), request.getfixturevalue("azurite_table_name")
+    return TablePromotionStore(connection, table_name=table)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("tables", marks=pytest.mark.azurite)])
+def test_an_event_id_too_long_for_a_property_is_kept_alike_by_both_stores(request, tmp_path, backend):
+    # Over 32 K characters, it once raised PropertyValueTooLarge on Tables at every delivery, for 24 hours.
+    world = World(FakeWorkspace(GOOD), FakeRegistry(), a_store(request, tmp_path, backend), FakeClock(), tmp_path)
+    huge = "evt-" + "9" * 40_000
+    decision = world.deliver(event(huge))
+    assert decision.outcome is Outcome.COPY_STARTED and len(decision.event_id) <= 200
+    assert world.store.copy(REF).cause == decision.event_id
+    assert world.deliver(event(huge)).outcome is Outcome.COPY_IN_PROGRESS  # a redelivery: the same cause
+    world.finish_copies()
+    assert world.decisions()[0] == (decision.event_id, Outcome.COPY_STARTED)
+    assert world.registry.models[REF].tags[LINEAGE_EVENT_ID] == decision.event_id
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("tables", marks=pytest.mark.azurite)])
+def test_deliveries_and_timers_at_once_never_fail_a_delivery(request, tmp_path, backend):
+    """A burst of deliveries of one event, and timer runs, at once on one store: every delivery is
+    acknowledged, and the event's decision says the copy started."""
+    store = a_store(request, tmp_path, backend)
+    registry = FakeRegistry(copy_polls=0)
+    started = registry.start_copy
+
+    def start_landing_at_once(model):
+        handle = started(model)
+        registry.models[model.ref] = model
+        return handle
+
+    registry.start_copy = start_landing_at_once
+    versions = [ModelRef(REF.name, str(n)) for n in range(1, 9)]
+    world = World(FakeWorkspace(*(replace(GOOD, ref=ref) for ref in versions)), registry, store, FakeClock(), tmp_path)
+
+    for ref in versions:
+        raw = {
+            **event(f"e-{ref.version}"),
+            "subject": f"models/{ref}",
+            "data": {**event()["data"], "ModelVersion": ref.version},
+        }
+
+        def act(what, raw=raw):
+            if what == "timer":  # runs back to back, as several hosts' timers may
+                return [world.advance_copies() for _ in range(10)]
+            return world.deliver(raw).outcome
+
+        answers, refused = at_once(act, ["delivery"] * 6 + ["timer"] * 3)
+        assert refused == [] and len(answers) == 9, f"a delivery of {ref} failed"
+        assert [d.outcome for d in store.decisions(ref) if d.event_id == raw["id"]] == [Outcome.COPY_STARTED]
+    assert registry.calls["start_copy"] == len(versions)
+    world.finish_copies()
+    assert all(store.copy(ref).state is CopyState.COPIED for ref in versions)
 
 
 # --- failures of the copy --------------------------------------------------------------------------
@@ -430,7 +511,9 @@ def test_an_event_id_past_table_key_limits_is_handled_and_recorded(world):
     long_id = "a/b#c?d\\" * 300  # 2.7 KiB, with every character Table keys forbid
     decision = world.deliver(event(long_id))
     assert decision.outcome is Outcome.COPY_STARTED
-    assert world.store.copy(REF).cause == long_id
-    assert world.decisions() == [(long_id, Outcome.COPY_STARTED)]
+    kept = decision.event_id  # its start and a digest: see test_an_event_id_too_long_for_a_property_...
+    assert kept.startswith(long_id[:128]) and len(kept) == 200
+    assert world.store.copy(REF).cause == kept
+    assert world.decisions() == [(kept, Outcome.COPY_STARTED)]
     assert world.deliver(event(long_id)).outcome is Outcome.COPY_IN_PROGRESS
-    assert world.decisions() == [(long_id, Outcome.COPY_STARTED)]
+    assert world.decisions() == [(kept, Outcome.COPY_STARTED)]

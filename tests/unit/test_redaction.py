@@ -34,6 +34,16 @@ SECRETS = [
     ("x-api-key: AbCdEfGhIjKlMnOpQrStUvWxYz0123456789AbCd", "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789AbCd"),
     ("env PRIMARY=AbCdEfGhIjKlMnOpQrStUvWxYz0123456789AbCdEfGhIjKl+/==", "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789AbCdEf"),
     (f"scoring key {HEX_KEY}", HEX_KEY),
+    # URL-encoded SAS, as a URL inside another URL's query or a logged request line prints it
+    ("GET /fetch?src=https%3A%2F%2Facct.blob.core.windows.net%2Fm%3Fsv%3D2022-11-02%26sig%3DZm9vYmFyQmF6MTIz%26sp%3Dr",
+     "Zm9vYmFyQmF6MTIz"),
+    ("blob url: ...m.pkl?sv=2022-11-02%26SIG%3dlowerCaseEncoded99&sp=r", "lowerCaseEncoded99"),
+    ("twice encoded: src%3Dhttps%253A%252F%252Fa%252Fb%253Fsig%253DdoubleEnc0ded7 end", "doubleEnc0ded7"),
+    # credentials in a URL's user information
+    ("pip: Looking in indexes: https://builder:Sup3rS3cret!@pkgs.contoso.com/simple", "Sup3rS3cret!"),
+    ("git clone https://x-access-token:ghp_abc123def456@github.com/org/repo.git", "ghp_abc123def456"),
+    ("postgresql://svc:pa55%40word@db.contoso.com:5432/features", "pa55%40word"),
+    ("index-url=https%3A%2F%2Fbuilder%3AEnc0dedPw%40pkgs.contoso.com%2Fsimple", "Enc0dedPw"),
 ]  # fmt: skip
 
 
@@ -178,6 +188,10 @@ def test_capped_then_stored_stays_under_the_table_storage_property_limit():
         "key" * 70_000,
         ("AccountKey=" + "a" * 30) * 5_000,
         "line of an ordinary container log\n" * 30_000,
+        "://a:" * 40_000,  # URL starts without an end to their user information
+        "https%3A%2F%2Fa%3A" * 10_000,
+        "sig%3D" * 30_000,
+        "a%26" * 50_000,
     ],
 )
 def test_redaction_stays_fast_on_long_untrusted_text(text):

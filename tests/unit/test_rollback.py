@@ -213,3 +213,43 @@ def test_two_approvers_rolling_back_at_once_roll_back_once(prod, deployer, v1_th
     assert stored.state is State.ROLLED_BACK and [e.action for e in stored.history].count("rolling_back") == 1
     assert prod.event_types(v2.id).count("RolledBack") == 1
     assert deployer.live("churn-prod") == {"churn-v1": 100}
+
+
+# --- a rollback and a deployment at the same time ------------------------------------------------------------
+
+
+def test_a_deployment_finishing_after_a_rollback_does_not_undo_it(prod, deployer, v1_then_v2):
+    _, v2 = v1_then_v2
+    deployer.polls_for["churn-v3"] = 2
+    v3 = prod.deploy(prod.approved(V3, ALICE, CAROL).id)
+    assert v3.state is State.DEPLOYING
+    assert prod.rollback(v2.id, DAVE).state is State.ROLLED_BACK
+    for _ in range(4):
+        prod.advance()
+    assert deployer.live("churn-prod") == {"churn-v1": 100}  # the rollback wins
+    after = prod.store.get(v3.id)
+    assert after.state is State.DEPLOYED and after.history[-1].detail["traffic"] == {}
+    note = after.history[-1].detail["note"]
+    assert f"promotion {v2.id} (churn:2) was rolled back on churn-prod" in note and "the rollback wins" in note
+    assert prod.events(v3.id)[-1].data["comment"] == note
+    assert prod.store.get(v2.id).state is State.ROLLED_BACK
+    assert prod.advance().advanced == {}  # nothing is re-applied at the next runs
+
+
+def test_a_rollback_whose_deployment_lost_the_traffic_before_it_moved_is_refused(prod, deployer, v1_then_v2):
+    _, v2 = v1_then_v2
+    deployer.refuse_traffic = ConnectionError("the workspace cannot be reached")
+    with pytest.raises(ConnectionError):
+        prod.rollback(v2.id, DAVE)
+    assert prod.store.get(v2.id).state is State.ROLLING_BACK  # asked for, not applied yet
+    deployer.refuse_traffic = None
+    v3 = prod.deployed(V3, ALICE, CAROL)  # approved after the rollback was asked for: a new decision
+    assert v3.state is State.DEPLOYED and deployer.live("churn-prod") == {"churn-v3": 100}
+
+    assert prod.advance().advanced == {v2.id: "deployed"}
+    assert deployer.live("churn-prod") == {"churn-v3": 100}  # the rollback did not take v3's traffic
+    stored = prod.store.get(v2.id)
+    assert stored.state is State.DEPLOYED
+    assert "churn-v2 is no longer live on churn-prod" in stored.history[-1].detail["rollback_failed"]
+    assert "RolledBack" not in prod.event_types(v2.id)
+    assert prod.advance().advanced == {}  # and it is not tried again every minute

@@ -56,7 +56,7 @@ class ProductionDeployer:
         with _permanent_failures(what):
             endpoint = _or_none(lambda: self._client.online_endpoints.get(plan.endpoint))
             if endpoint is None:
-                new = ManagedOnlineEndpoint(name=plan.endpoint, auth_mode="key")
+                new = ManagedOnlineEndpoint(name=plan.endpoint, auth_mode="key", tags=dict(plan.endpoint_tags))
                 return _start(lambda: self._client.online_endpoints.begin_create_or_update(new))
             return _progress(endpoint.provisioning_state, what)
 
@@ -91,7 +91,7 @@ class ProductionDeployer:
             models = {d.name: _served_model(d) for d in self._client.online_deployments.list(name)}
         traffic = {deployment: int(share) for deployment, share in (endpoint.traffic or {}).items() if int(share)}
         busy = _state(endpoint.provisioning_state).lower() not in _TERMINAL
-        return EndpointState(traffic=traffic, models=models, busy=busy)
+        return EndpointState(traffic=traffic, models=models, busy=busy, tags=dict(endpoint.tags or {}))
 
     def set_traffic(self, endpoint: str, traffic: Mapping[str, int]) -> Progress:
         what = f"online endpoint {endpoint}"
