@@ -185,6 +185,19 @@ class CopyClaimed(Exception):
         self.existing = existing
 
 
+class InvalidContinuation(ValueError):
+    """A continuation token this store never gave out (or one for another listing)."""
+
+
+@dataclass(frozen=True)
+class PromotionPage:
+    promotions: list[Promotion]
+    continuation: str | None  # opaque; None on the last page
+
+
+MAX_PAGE_SIZE = 200
+
+
 class StoreUnavailable(Exception):
     """The promotion store cannot be reached right now (an outage, throttling); retry later."""
 
@@ -209,6 +222,20 @@ class PromotionStore(Protocol):
 
     def list(self, *, state: State | None = None, model: ModelRef | None = None) -> list[Promotion]:
         """Newest first."""
+        ...
+
+    def list_page(
+        self,
+        *,
+        state: State | None = None,
+        model_name: str | None = None,
+        model_version: str | None = None,
+        page_size: int = 50,
+        continuation: str | None = None,
+    ) -> PromotionPage:
+        """One page of promotions, in promotion id order (new ids sort newest first, see domain.new_promotion_id),
+        reading only that page's rows and their history. `continuation` is the token of the previous page; a page
+        may hold fewer than `page_size` promotions while a continuation follows. Raises InvalidContinuation."""
         ...
 
     def save(self, promotion: Promotion, events: Sequence[LifecycleEvent] = ()) -> Promotion:

@@ -22,7 +22,14 @@ from pathlib import Path
 
 from promotion.adapters import records
 from promotion.domain import CopyState, Decision, LifecycleEvent, ModelRef, Promotion, RegistryCopy, State
-from promotion.ports import CopyClaimed, OpenPromotionExists, PromotionNotFound, StaleRevision, StoreUnavailable
+from promotion.ports import (
+    CopyClaimed,
+    OpenPromotionExists,
+    PromotionNotFound,
+    PromotionPage,
+    StaleRevision,
+    StoreUnavailable,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS promotions (
@@ -131,6 +138,26 @@ class SqlitePromotionStore:
             rows = db.execute(f"SELECT * FROM promotions WHERE {' AND '.join(where)}", params).fetchall()
             found = [self._from_row(db, row) for row in rows]
         return records.newest_first(found)
+
+    def list_page(
+        self,
+        *,
+        state: State | None = None,
+        model_name: str | None = None,
+        model_version: str | None = None,
+        page_size: int = 50,
+        continuation: str | None = None,
+    ) -> PromotionPage:
+        where, params = records.page_filter(state, model_name, model_version)
+        if continuation is not None:
+            where.append("id > ?")
+            params.append(records.decode_continuation(continuation, "after"))
+        query = f"SELECT * FROM promotions WHERE {' AND '.join(where) or '1'} ORDER BY id LIMIT ?"
+        with self._transaction(write=False) as db:
+            rows = db.execute(query, [*params, page_size + 1]).fetchall()
+            found = [self._from_row(db, row) for row in rows[:page_size]]
+        more = len(rows) > page_size
+        return PromotionPage(found, records.encode_continuation({"after": found[-1].id}) if more else None)
 
     def save(self, promotion: Promotion, events: Sequence[LifecycleEvent] = ()) -> Promotion:
         record = records.promotion_record(promotion)

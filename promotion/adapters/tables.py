@@ -40,7 +40,14 @@ from urllib.parse import quote
 
 from promotion.adapters import records
 from promotion.domain import CopyState, Decision, LifecycleEvent, ModelRef, Promotion, RegistryCopy, State
-from promotion.ports import CopyClaimed, OpenPromotionExists, PromotionNotFound, StaleRevision, StoreUnavailable
+from promotion.ports import (
+    CopyClaimed,
+    OpenPromotionExists,
+    PromotionNotFound,
+    PromotionPage,
+    StaleRevision,
+    StoreUnavailable,
+)
 
 PARTITION = "promotions"
 _END = "}"  # the character after "|": "p|{id}|" <= key < "p|{id}}" selects one promotion's rows
@@ -165,6 +172,52 @@ class TablePromotionStore:
         found = self._promotions(_BETWEEN, pk=PARTITION, lo="p|", hi="p" + _END)
         wanted = [p for p in found if (state is None or p.state == state) and (model is None or p.model == model)]
         return records.newest_first(wanted)
+
+    @_available
+    def list_page(
+        self,
+        *,
+        state: State | None = None,
+        model_name: str | None = None,
+        model_version: str | None = None,
+        page_size: int = 50,
+        continuation: str | None = None,
+    ) -> PromotionPage:
+        # The service pages the promotion rows only (history rows have no model_name), in key order, and hands
+        # back its own continuation (next PartitionKey and RowKey). A page's history is then one range read.
+        terms, values = records.page_filter(state, model_name, model_version)
+        names = [f"v{index}" for index in range(len(values))]
+        query_filter = " and ".join(
+            [_BETWEEN, "model_name ne ''"] + [term.replace(" = ?", f" eq @{name}") for term, name in zip(terms, names)]
+        )
+        # The service's next keys are opaque (encoded) in Azure: a forged token moves only within this query.
+        token = records.decode_continuation(continuation, "PartitionKey", "RowKey") if continuation else None
+        pages = (
+            self._table()
+            .query_entities(
+                query_filter,
+                parameters={"pk": PARTITION, "lo": "p|", "hi": "p" + _END, **dict(zip(names, values))},
+                results_per_page=page_size,
+            )
+            .by_page(continuation_token=token)
+        )
+        rows = list(next(pages, []))
+        following = pages.continuation_token
+        if not rows:
+            return PromotionPage([], records.encode_continuation(following) if following else None)
+        first, last = rows[0]["RowKey"], rows[-1]["RowKey"]
+        history: dict[str, list[tuple[int, Any]]] = {}
+        for entity in self._between(first + "|", last + _END):
+            _, promotion_id, *seq = entity["RowKey"].split("|")
+            if seq:
+                history.setdefault(promotion_id, []).append((int(seq[0]), records.history_from_record(entity)))
+        found = [
+            records.promotion_from_record(
+                row, tuple(entry for _, entry in sorted(history.get(row["RowKey"][2:], []))), row.metadata["etag"]
+            )
+            for row in rows
+        ]
+        return PromotionPage(found, records.encode_continuation(following) if following else None)
 
     @_available
     def save(self, promotion: Promotion, events: Sequence[LifecycleEvent] = ()) -> Promotion:

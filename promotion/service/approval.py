@@ -6,7 +6,6 @@ Every change is saved with optimistic concurrency, together with the lifecycle e
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
@@ -20,6 +19,7 @@ from promotion.domain import (
     ModelRef,
     Promotion,
     State,
+    new_promotion_id,
 )
 from promotion.identity import Principal
 from promotion.policy import ProductionRules
@@ -85,7 +85,7 @@ def request_promotion(
     for _ in range(_ATTEMPTS):
         at = clock()
         promotion = Promotion(
-            id=str(uuid.uuid4()),
+            id=new_promotion_id(at),
             model=ref,
             state=State.PENDING_APPROVAL,
             requested_by=caller.name,
