@@ -188,7 +188,8 @@ class TablePromotionStore:
         terms, values = records.page_filter(state, model_name, model_version)
         names = [f"v{index}" for index in range(len(values))]
         query_filter = " and ".join(
-            [_BETWEEN, "model_name ne ''"] + [term.replace(" = ?", f" eq @{name}") for term, name in zip(terms, names)]
+            [_BETWEEN, "model_name ne ''"]
+            + [term.replace(" = ?", f" eq @{name}") for term, name in zip(terms, names, strict=True)]
         )
         # The service's next keys are opaque (encoded) in Azure: a forged token moves only within this query.
         token = records.decode_continuation(continuation, "PartitionKey", "RowKey") if continuation else None
@@ -196,7 +197,7 @@ class TablePromotionStore:
             self._table()
             .query_entities(
                 query_filter,
-                parameters={"pk": PARTITION, "lo": "p|", "hi": "p" + _END, **dict(zip(names, values))},
+                parameters={"pk": PARTITION, "lo": "p|", "hi": "p" + _END, **dict(zip(names, values, strict=True))},
                 results_per_page=page_size,
             )
             .by_page(continuation_token=token)
