@@ -347,8 +347,13 @@ def _traffic_before(promotion: Promotion, deployments: Mapping[str, str | None])
 # --- who may decide --------------------------------------------------------------------------------
 
 
+def may_approve(caller: Principal, rules: ProductionRules) -> bool:
+    """Whether the policy makes `caller` an approver (by name, object id, or app role)."""
+    return caller.is_listed(rules.approvers) or bool(caller.roles & set(rules.approver_roles))
+
+
 def _check_approver(caller: Principal, rules: ProductionRules) -> None:
-    if not (caller.is_listed(rules.approvers) or caller.roles & set(rules.approver_roles)):
+    if not may_approve(caller, rules):
         raise NotAllowed(
             f"{caller.name} is not an approver (not in production.approvers, and no role in production.approver_roles)"
         )
