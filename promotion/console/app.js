@@ -275,8 +275,8 @@ async function decide(p, action, comment) {
   buttons.forEach((b) => { b.disabled = true; });
   try {
     const answer = await api(`/promotions/${encodeURIComponent(p.id)}/${action}`, { body });
-    notice(`Promotion of ${answer.model_name}:${answer.model_version} is ${answer.state.replace(/_/g, " ")}.`, true);
     await refresh();
+    notice(`Promotion of ${answer.model_name}:${answer.model_version} is ${answer.state.replace(/_/g, " ")}.`, true);
   } catch (error) {
     notice(error.message); // the API's own words: self-approval, not an approver, already decided, expired
     buttons.forEach((b) => { b.disabled = false; });
@@ -390,6 +390,7 @@ function navigate(params) {
 let running = null;
 async function refresh() {
   if (running) return running;
+  document.body.setAttribute("aria-busy", "true");
   running = (async () => {
     try {
       if (!view.me) await loadMe();
@@ -398,6 +399,7 @@ async function refresh() {
       if (error.status !== 401) notice(error.message);
     } finally {
       running = null;
+      document.body.removeAttribute("aria-busy");
     }
   })();
   return running;
@@ -419,9 +421,9 @@ function start() {
     if (reason) body.reason = reason;
     try {
       const answer = await api("/promotions", { body });
-      notice(`Production sharing of ${answer.model_name}:${answer.model_version} requested.`, true);
       event.target.reset();
       navigate({ promotion: answer.id });
+      notice(`Production sharing of ${answer.model_name}:${answer.model_version} requested.`, true);
     } catch (error) {
       notice(error.message);
     }
