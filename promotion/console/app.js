@@ -335,6 +335,15 @@ function statusPanels(s, promotion) {
     "div",
     { class: "panels" },
     panel(
+      "Production",
+      "production",
+      (s.production || []).length
+        ? el("ul", {}, s.production.map((d) => el("li", { text: `${d.endpoint} / ${d.deployment}: ${d.traffic}% of the traffic (${d.state})` })))
+        : el("p", { class: "muted", text: "not deployed" }),
+      el("h3", { text: "Production serves now" }),
+      serving.length ? serving : el("p", { class: "muted", text: "no endpoint to show" }),
+    ),
+    panel(
       "Staging source",
       "staging",
       s.staging
@@ -355,15 +364,6 @@ function statusPanels(s, promotion) {
       "registry",
       copy ? el("p", {}, "copy ", state(copy.state), copy.error ? ` · ${copy.error}` : "") : null,
       s.registry ? tagList(s.registry.tags) : el("p", { class: "muted", text: "not in the registry" }),
-    ),
-    panel(
-      "Production",
-      "production",
-      (s.production || []).length
-        ? el("ul", {}, s.production.map((d) => el("li", { text: `${d.endpoint} / ${d.deployment}: ${d.traffic}% of the traffic (${d.state})` })))
-        : el("p", { class: "muted", text: "not deployed" }),
-      el("h3", { text: "Production serves now" }),
-      serving.length ? serving : el("p", { class: "muted", text: "no endpoint to show" }),
     ),
     promotion
       ? null

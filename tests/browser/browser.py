@@ -61,5 +61,3 @@ def script_errors(driver: Any) -> list[str]:
         for entry in driver.get_log("browser")
         if entry["level"] == "SEVERE" and entry.get("source") != "network"
     ]
-
-
