@@ -61,3 +61,25 @@ def script_errors(driver: Any) -> list[str]:
         for entry in driver.get_log("browser")
         if entry["level"] == "SEVERE" and entry.get("source") != "network"
     ]
+
+
+def post(base: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST JSON to the served API as a script would (no Origin, no Sec-Fetch-Site) and return its answer."""
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(f"{base}/api/{path}", data=json.dumps(body).encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.loads(answer.read())
+
+
+def deploy_through_api(served: Any, version: str, requester: Any, approvers: tuple[Any, ...], reason: str) -> str:
+    """Ask for production sharing of taxi-fare:`version` and approve it, through the served API; returns the id."""
+    served.identity = requester
+    body = {"model_name": "taxi-fare", "model_version": version, "reason": reason}
+    promotion_id = post(served.url, "promotions", body)["id"]
+    for approver in approvers:
+        served.identity = approver
+        post(served.url, f"promotions/{promotion_id}/approve", {"comment": "metrics reviewed"})
+    assert served.wait_idle(), "the deployment job did not finish"
+    return promotion_id

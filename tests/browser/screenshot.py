@@ -10,7 +10,6 @@ import json
 import os
 import sys
 import tempfile
-import urllib.request
 from pathlib import Path
 
 from promotion.domain import ModelRef
@@ -45,23 +44,14 @@ def main(target: Path) -> int:
         erin = Identity("erin@contoso.com", ("Promotion.Approver",))
         dave = Identity("dave@contoso.com", ("Promotion.Approver",))
         try:
-            for version, reason, approvers in [
-                ("1", "first release", (erin, dave)),
-                ("2", "better MAE on March", (erin,)),
-            ]:
-                share(wiring, ModelRef("taxi-fare", version))
-                served.identity = alice
-                created = _post(
-                    served.url, "promotions", {"model_name": "taxi-fare", "model_version": version, "reason": reason}
-                )
-                for approver in approvers:
-                    served.identity = approver
-                    _post(served.url, f"promotions/{created['id']}/approve", {"comment": "metrics reviewed"})
-                assert served.wait_idle()
+            share(wiring, ModelRef("taxi-fare", "1"))
+            browser.deploy_through_api(served, "1", alice, (erin, dave), "first release")
+            share(wiring, ModelRef("taxi-fare", "2"))
+            promotion_id = browser.deploy_through_api(served, "2", alice, (erin,), "better MAE on the March data")
             served.identity = dave
             driver = browser.chromium(root / "profile", width=1280, height=1500)
             try:
-                driver.get(f"{served.url}/api/console?promotion={created['id']}")
+                driver.get(f"{served.url}/api/console?promotion={promotion_id}")
                 from selenium.webdriver.support.ui import WebDriverWait
 
                 WebDriverWait(driver, 15).until(
@@ -81,12 +71,6 @@ def main(target: Path) -> int:
             served.stop()
     print(f"wrote {target}")
     return 0
-
-
-def _post(base: str, path: str, body: dict) -> dict:
-    request = urllib.request.Request(f"{base}/api/{path}", data=json.dumps(body).encode(), method="POST")
-    with urllib.request.urlopen(request, timeout=30) as answer:
-        return json.loads(answer.read())
 
 
 if __name__ == "__main__":

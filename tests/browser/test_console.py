@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from promotion.domain import ModelRef
+from tests.browser import browser
 from tests.browser.conftest import ALICE, BOB, DAVE, ERIN
 from tests.functions.conftest import share, use_policy
 
@@ -81,22 +82,8 @@ def decide(driver: Any, action: str, comment: str = "") -> None:
 
 def deployed_before(local_app: Any, served: Any, ref: ModelRef) -> None:
     """A version already live on the endpoint, so that a rollback has somewhere to go back to."""
-    import json
-    import urllib.request
-
     share(local_app, ref)
-    for who, path, body in [
-        (ALICE, "promotions", {"model_name": ref.name, "model_version": ref.version}),
-        (ERIN, "approve", {}),
-        (DAVE, "approve", {}),
-    ]:
-        served.identity = who
-        url = f"{served.url}/api/{path}" if path == "promotions" else f"{served.url}/api/promotions/{pid}/{path}"
-        call = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
-        with urllib.request.urlopen(call, timeout=10) as answer:
-            created = json.loads(answer.read())
-            pid = created["id"]
-    assert served.wait_idle()
+    browser.deploy_through_api(served, ref.version, ALICE, (ERIN, DAVE), "first release")
 
 
 def test_the_whole_flow_request_refused_self_approval_two_approvals_deployed_rolled_back(
