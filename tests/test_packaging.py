@@ -9,6 +9,8 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -60,3 +62,17 @@ def test_make_accepts_this_python():
         ["make", "-C", str(ROOT), "check-python", f"PYTHON={sys.executable}"], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_console_files_ship_in_the_package_and_in_the_deployment():
+    import fnmatch
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    shipped = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["promotion"]
+    files = sorted(path.relative_to(ROOT / "promotion").as_posix() for path in (ROOT / "promotion/console").iterdir())
+    assert files == ["console/app.css", "console/app.js", "console/index.html"]
+    assert all(any(fnmatch.fnmatch(name, pattern) for pattern in shipped) for name in files)
+    ignored = [line.strip() for line in (ROOT / ".funcignore").read_text().splitlines() if line.strip()]
+    for name in ("promotion", "promotion/console", *(f"promotion/{name}" for name in files)):
+        assert not any(fnmatch.fnmatch(name, pattern) for pattern in ignored), name
