@@ -285,10 +285,25 @@ def test_without_identity_the_page_sends_the_browser_to_sign_in_with_the_deep_li
 
 def test_someone_who_is_not_an_approver_is_told_so(driver, served, local_app):
     share(local_app, TAXI)
-    open_console(driver, served)
-    request_in_page(driver, TAXI, "for bob")
+    promotion_id = browser.deploy_through_api(served, "1", ALICE, (ERIN,), "for bob")
     served.identity = BOB
-    open_console(driver, served)
+    open_console(driver, served, f"?promotion={promotion_id}")
     assert "may not approve" in find(driver, "#me").text
     wait(driver, lambda d: "not an approver" in find(d, "#waiting-list").text)
     assert finds(driver, "#approve") == []
+    decide(driver, "rollback", "I think it is broken")
+    notice(driver, "bob@contoso.com is not an approver")  # the API's own words
+    promotion_state(driver, "deployed")
+
+
+def test_a_decision_someone_else_made_meanwhile_is_shown_as_the_api_says(driver, served, local_app):
+    share(local_app, TAXI)
+    served.identity = ALICE
+    promotion_id = browser.post(served.url, "promotions", {"model_name": "taxi-fare", "model_version": "1"})["id"]
+    served.identity = ERIN
+    open_console(driver, served, f"?promotion={promotion_id}")
+    served.identity = DAVE
+    browser.post(served.url, f"promotions/{promotion_id}/reject", {"comment": "not now"})
+    served.identity = ERIN
+    decide(driver, "approve")  # the page still shows it pending
+    notice(driver, "is rejected; only a pending request can be decided")

@@ -137,7 +137,6 @@ ROUTES = {
     "reject_promotion": lambda who: reject(UNKNOWN_ID, who=who, body={"comment": "no"}),
     "rollback_promotion": lambda who: rollback(UNKNOWN_ID, who=who, body={"comment": "back"}),
     "model_status": lambda who: status_view(who=who),
-    "who_am_i": lambda who: http("who_am_i", "GET", "me", who=who),
 }
 
 

@@ -81,6 +81,13 @@ def test_me_names_the_caller_and_whether_the_policy_makes_them_an_approver(local
     assert http("who_am_i", "GET", "me", who=BOB)[1]["may_approve"] is False
 
 
+def test_me_answers_401_without_a_trusted_identity(local_app, monkeypatch):
+    assert http("who_am_i", "GET", "me", who={})[0] == 401
+    monkeypatch.delenv("PROMOTION_TRUST_IDENTITY_HEADERS")
+    status, answer = http("who_am_i", "GET", "me", who=ERIN)
+    assert status == 401 and "not trusted" in answer["error"]
+
+
 def test_me_follows_the_policy(local_app, tmp_path, monkeypatch):
     use_policy(monkeypatch, tmp_path, approvers=[], approver_roles=["Other.Role"], required_approvals=2)
     _, me = http("who_am_i", "GET", "me", who=ERIN)
