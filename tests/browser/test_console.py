@@ -19,9 +19,14 @@ HOSTILE = "<img src=x onerror=alert(1)>"
 
 
 def wait(driver: Any, condition: Callable[[Any], Any], timeout: float = 15, what: str = "") -> Any:
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(condition, message=what)
+    # The page replaces what it shows on every refresh: an element read mid-way is looked up again.
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    return WebDriverWait(driver, timeout, poll_frequency=0.05, ignored_exceptions=ignored).until(
+        condition, message=what
+    )
 
 
 def find(driver: Any, css: str) -> Any:
@@ -72,12 +77,20 @@ def request_in_page(driver: Any, ref: ModelRef, reason: str) -> str:
 
 
 def decide(driver: Any, action: str, comment: str = "") -> None:
-    settled(driver)
-    box = find(driver, "#comment")
-    box.clear()
-    if comment:
-        box.send_keys(comment)
-    find(driver, f"#{action}").click()
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for _ in range(3):  # a timed refresh may replace the form between reading and clicking it
+        settled(driver)
+        try:
+            box = find(driver, "#comment")
+            box.clear()
+            if comment:
+                box.send_keys(comment)
+            find(driver, f"#{action}").click()
+            return
+        except StaleElementReferenceException:
+            continue
+    raise AssertionError(f"the {action} button kept being replaced")
 
 
 def deployed_before(local_app: Any, served: Any, ref: ModelRef) -> None:
@@ -307,3 +320,9 @@ def test_a_decision_someone_else_made_meanwhile_is_shown_as_the_api_says(driver,
     served.identity = ERIN
     decide(driver, "approve")  # the page still shows it pending
     notice(driver, "is rejected; only a pending request can be decided")
+
+
+def test_the_check_of_the_pages_javascript_can_fail(driver, served):
+    open_console(driver, served)
+    driver.execute_script("setTimeout(() => { throw new Error('a planted failure') }, 0)")
+    wait(driver, lambda d: (found := browser.script_errors(d)) and "a planted failure" in found[0], timeout=5)
