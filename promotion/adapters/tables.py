@@ -184,7 +184,7 @@ class TablePromotionStore:
         continuation: str | None = None,
     ) -> PromotionPage:
         # The service pages the promotion rows only (history rows have no model_name), in key order, and hands
-        # back its own continuation (next PartitionKey and RowKey). A page's history is then one range read.
+        # back its own continuation (next PartitionKey and RowKey).
         terms, values = records.page_filter(state, model_name, model_version)
         names = [f"v{index}" for index in range(len(values))]
         query_filter = " and ".join(
@@ -204,20 +204,12 @@ class TablePromotionStore:
         )
         rows = list(next(pages, []))
         following = pages.continuation_token
-        if not rows:
-            return PromotionPage([], records.encode_continuation(following) if following else None)
-        first, last = rows[0]["RowKey"], rows[-1]["RowKey"]
-        history: dict[str, list[tuple[int, Any]]] = {}
-        for entity in self._between(first + "|", last + _END):
-            _, promotion_id, *seq = entity["RowKey"].split("|")
-            if seq:
-                history.setdefault(promotion_id, []).append((int(seq[0]), records.history_from_record(entity)))
-        found = [
-            records.promotion_from_record(
-                row, tuple(entry for _, entry in sorted(history.get(row["RowKey"][2:], []))), row.metadata["etag"]
-            )
-            for row in rows
-        ]
+        found: list[Promotion] = []
+        if rows:
+            # One range read from the page's first promotion to its last brings their history along.
+            first, last = rows[0]["RowKey"], rows[-1]["RowKey"]
+            held = {p.id: p for p in self._promotions(_BETWEEN, pk=PARTITION, lo=first, hi=last + _END)}
+            found = [held[row["RowKey"][2:]] for row in rows if row["RowKey"][2:] in held]
         return PromotionPage(found, records.encode_continuation(following) if following else None)
 
     @_available
