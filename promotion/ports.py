@@ -190,6 +190,18 @@ class InvalidContinuation(ValueError):
 
 
 @dataclass(frozen=True)
+class PromotionFilter:
+    """Which promotions a page lists: every field that is set must match exactly."""
+
+    state: State | None = None
+    model_name: str | None = None
+    model_version: str | None = None
+
+
+EVERY_PROMOTION = PromotionFilter()
+
+
+@dataclass(frozen=True)
 class PromotionPage:
     promotions: list[Promotion]
     continuation: str | None  # opaque; None on the last page
@@ -225,13 +237,7 @@ class PromotionStore(Protocol):
         ...
 
     def list_page(
-        self,
-        *,
-        state: State | None = None,
-        model_name: str | None = None,
-        model_version: str | None = None,
-        page_size: int = 50,
-        continuation: str | None = None,
+        self, wanted: PromotionFilter = EVERY_PROMOTION, *, page_size: int = 50, continuation: str | None = None
     ) -> PromotionPage:
         """One page of promotions, in promotion id order (new ids sort newest first, see domain.new_promotion_id),
         reading only that page's rows and their history. `continuation` is the token of the previous page; a page

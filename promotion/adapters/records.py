@@ -47,9 +47,10 @@ def check_promotion_id(promotion_id: str) -> str:
     return promotion_id
 
 
-def page_filter(state: State | None, model_name: str | None, model_version: str | None) -> tuple[list[str], list[str]]:
-    """The conditions of a page of promotions, as `column = ?` terms and their values (both stores' columns)."""
-    terms = {"state": state.value if state else None, "model_name": model_name, "model_version": model_version}
+def page_filter(wanted: Any) -> tuple[list[str], list[str]]:
+    """The conditions of a PromotionFilter, as `column = ?` terms and their values (both stores' columns)."""
+    state = wanted.state.value if wanted.state else None
+    terms = {"state": state, "model_name": wanted.model_name, "model_version": wanted.model_version}
     wanted = {column: value for column, value in terms.items() if value is not None}
     return [f"{column} = ?" for column in wanted], list(wanted.values())
 

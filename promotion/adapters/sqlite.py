@@ -23,8 +23,10 @@ from pathlib import Path
 from promotion.adapters import records
 from promotion.domain import CopyState, Decision, LifecycleEvent, ModelRef, Promotion, RegistryCopy, State
 from promotion.ports import (
+    EVERY_PROMOTION,
     CopyClaimed,
     OpenPromotionExists,
+    PromotionFilter,
     PromotionNotFound,
     PromotionPage,
     StaleRevision,
@@ -140,15 +142,9 @@ class SqlitePromotionStore:
         return records.newest_first(found)
 
     def list_page(
-        self,
-        *,
-        state: State | None = None,
-        model_name: str | None = None,
-        model_version: str | None = None,
-        page_size: int = 50,
-        continuation: str | None = None,
+        self, wanted: PromotionFilter = EVERY_PROMOTION, *, page_size: int = 50, continuation: str | None = None
     ) -> PromotionPage:
-        where, params = records.page_filter(state, model_name, model_version)
+        where, params = records.page_filter(wanted)
         if continuation is not None:
             where.append("id > ?")
             params.append(records.decode_continuation(continuation, "after"))

@@ -41,8 +41,10 @@ from urllib.parse import quote
 from promotion.adapters import records
 from promotion.domain import CopyState, Decision, LifecycleEvent, ModelRef, Promotion, RegistryCopy, State
 from promotion.ports import (
+    EVERY_PROMOTION,
     CopyClaimed,
     OpenPromotionExists,
+    PromotionFilter,
     PromotionNotFound,
     PromotionPage,
     StaleRevision,
@@ -175,17 +177,11 @@ class TablePromotionStore:
 
     @_available
     def list_page(
-        self,
-        *,
-        state: State | None = None,
-        model_name: str | None = None,
-        model_version: str | None = None,
-        page_size: int = 50,
-        continuation: str | None = None,
+        self, wanted: PromotionFilter = EVERY_PROMOTION, *, page_size: int = 50, continuation: str | None = None
     ) -> PromotionPage:
         # The service pages the promotion rows only (history rows have no model_name), in key order, and hands
         # back its own continuation (next PartitionKey and RowKey).
-        terms, values = records.page_filter(state, model_name, model_version)
+        terms, values = records.page_filter(wanted)
         names = [f"v{index}" for index in range(len(values))]
         query_filter = " and ".join(
             [_BETWEEN, "model_name ne ''"]

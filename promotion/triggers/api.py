@@ -250,7 +250,7 @@ def list_promotions(req: func.HttpRequest) -> func.HttpResponse:
     """One page of promotions; `continuation` from an answer asks for the next one."""
     from promotion import wiring
     from promotion.domain import ModelRef, State
-    from promotion.ports import MAX_PAGE_SIZE
+    from promotion.ports import MAX_PAGE_SIZE, PromotionFilter
 
     _caller(req)
     state_name = req.params.get("state")
@@ -267,9 +267,7 @@ def list_promotions(req: func.HttpRequest) -> func.HttpResponse:
     if not size_text.isascii() or not size_text.isdigit() or not 1 <= int(size_text) <= MAX_PAGE_SIZE:
         raise BadRequest(f"page_size: a whole number from 1 to {MAX_PAGE_SIZE}")
     page = wiring.store().list_page(
-        state=state,
-        model_name=name,
-        model_version=version,
+        PromotionFilter(state, name, version),
         page_size=int(size_text),
         continuation=req.params.get("continuation") or None,
     )
