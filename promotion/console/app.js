@@ -117,8 +117,17 @@ async function loadWaiting() {
     box.replaceChildren(el("p", { class: "muted", text: "You are not an approver under the promotion policy, so nothing waits for you." }));
     return;
   }
-  const page = await api("/promotions?state=pending_approval&page_size=200");
-  const waiting = page.promotions
+  let pending = [];
+  let token = null;
+  for (let pages = 0; pages < 10; pages += 1) { // at most 2,000 open requests: far more than people decide
+    const params = new URLSearchParams({ state: "pending_approval", page_size: "200" });
+    if (token) params.set("continuation", token);
+    const page = await api(`/promotions?${params}`);
+    pending = pending.concat(page.promotions);
+    token = page.continuation;
+    if (!token) break;
+  }
+  const waiting = pending
     .filter((p) => !approvedByMe(p) && !(view.me.require_distinct_approver && isMine(p)))
     .sort((a, b) => expiresAt(a) - expiresAt(b));
   if (!waiting.length) {
