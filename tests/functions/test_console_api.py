@@ -269,3 +269,11 @@ def test_lifecycle_events_link_to_the_console_when_the_app_knows_its_address(
     [requested] = [e for e in eventgrid_receiver.events if e["type"].endswith("ApprovalRequested")]
     assert requested["data"]["console_url"] == f"https://promo.contoso.com/api/console?promotion={created['id']}"
     assert json.dumps(requested["data"]).count("console_url") == 1
+
+
+def test_a_bad_public_origin_answers_500_naming_the_setting_not_its_value(local_app, monkeypatch):
+    share(local_app, ModelRef("taxi-fare", "1"))
+    monkeypatch.setenv("PROMOTION_PUBLIC_ORIGIN", "http://secret-host.example")
+    status, answer = request_sharing(ModelRef("taxi-fare", "1"), headers={**HOST, "Origin": "https://x.example"})
+    assert status == 500 and "PROMOTION_PUBLIC_ORIGIN" in answer["error"]
+    assert "secret-host" not in answer["error"]
