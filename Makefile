@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench clean check-python
+.PHONY: demo test bench clean check-python screenshot serve
 
 check-python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { \
@@ -27,6 +27,16 @@ $(VENV)/.azurite: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(PY) -m promotion demo
+	@echo
+	@echo "The approver console: run 'make serve' (or: $(PY) -m promotion serve --as alice@contoso.com --role Promotion.Approver)"
+	@echo "and open http://127.0.0.1:7071/api/console"
+
+serve: $(VENV)/.installed
+	$(PY) -m promotion serve --as $${AS:-carol@contoso.com} --role Promotion.Approver
+
+# docs/console.png, made in headless Chromium by the same code as the browser tests (tests/browser).
+screenshot: $(VENV)/.installed
+	$(PY) -m tests.browser.screenshot docs/console.png
 
 test: $(VENV)/.azurite
 	$(PY) -m ruff check .

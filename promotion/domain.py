@@ -645,3 +645,16 @@ def now() -> datetime:
 
 def isoformat(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def new_promotion_id(at: datetime) -> str:
+    """A promotion id shaped like a UUID (RFC 9562 version 8, a custom layout) whose first 48 bits are the
+    creation time in milliseconds counted down from the end of that range: ids sort newest first as text, so a
+    store that pages in key order (Table Storage can do no other) lists the newest promotions first."""
+    import secrets
+
+    countdown = (1 << 48) - 1 - int(at.timestamp() * 1000)
+    rand = secrets.randbits(74)
+    value = (countdown << 80) | (0x8 << 76) | ((rand >> 62) << 64) | (0b10 << 62) | (rand & ((1 << 62) - 1))
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"

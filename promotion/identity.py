@@ -136,3 +136,40 @@ def _decode_claims(encoded: str) -> list[tuple[str, str]]:
             raise Unauthenticated("the X-MS-CLIENT-PRINCIPAL header has a claim whose type or value is not a string")
         pairs.append((claim["typ"], claim["val"]))
     return pairs
+
+
+class CrossSiteRequest(Exception):
+    """A browser sent a state-changing request from another origin (answered with 403)."""
+
+
+def check_same_origin(headers: Mapping[str, str], env: Mapping[str, str]) -> None:
+    """Refuse a state-changing request another site made a browser send. The platform's session cookie travels
+    with cross-site requests, so without this any page could approve in a signed-in approver's name.
+
+    Browsers send Sec-Fetch-Site and Origin; scripts and curl send neither and stay allowed (they hold no cookie of
+    ours unless someone gave it to them). Allowed: Sec-Fetch-Site absent or same-origin, and Origin absent or the
+    app's own origin: https:// + Host, PROMOTION_PUBLIC_ORIGIN, or http:// + Host on this machine (promotion
+    serve). Another port of 127.0.0.1 is same-site, not same-origin, and is refused; so is `Origin: null`.
+    """
+    from promotion.settings import configured_origin
+
+    lowered = {key.lower(): value.strip() for key, value in headers.items()}
+    site = lowered.get("sec-fetch-site")
+    if site is not None and site.lower() != "same-origin":
+        raise CrossSiteRequest(
+            f"cross-site request refused: the browser says it came from a {site!r} page; "
+            "use the console at this app's own address"
+        )
+    origin = lowered.get("origin")
+    if origin is None:
+        return
+    host = lowered.get("host", "")
+    allowed = {f"https://{host}".lower()} if host else set()
+    if host.rsplit(":", 1)[0] in ("127.0.0.1", "localhost"):
+        allowed.add(f"http://{host}".lower())
+    configured = configured_origin(env)
+    if configured:
+        allowed.add(configured.lower())
+    if origin.lower().rstrip("/") not in allowed:
+        shown = origin.encode("ascii", "backslashreplace").decode()[:200]
+        raise CrossSiteRequest(f"cross-site request refused: origin {shown} is not this app's origin")

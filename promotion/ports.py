@@ -253,6 +253,31 @@ class ValueTooLarge(ValueError):
     text limits) keep values far below, so this is a backstop, not a path users meet."""
 
 
+class InvalidContinuation(ValueError):
+    """A continuation token this store never gave out (or one for another listing)."""
+
+
+@dataclass(frozen=True)
+class PromotionFilter:
+    """Which promotions a page lists: every field that is set must match exactly."""
+
+    state: State | None = None
+    model_name: str | None = None
+    model_version: str | None = None
+
+
+EVERY_PROMOTION = PromotionFilter()
+
+
+@dataclass(frozen=True)
+class PromotionPage:
+    promotions: list[Promotion]
+    continuation: str | None  # opaque; None on the last page
+
+
+MAX_PAGE_SIZE = 200
+
+
 class StoreUnavailable(Exception):
     """The promotion store cannot be reached right now (an outage, throttling); retry later."""
 
@@ -277,6 +302,14 @@ class PromotionStore(Protocol):
 
     def list(self, *, state: State | None = None, model: ModelRef | None = None) -> list[Promotion]:
         """Newest first."""
+        ...
+
+    def list_page(
+        self, wanted: PromotionFilter = EVERY_PROMOTION, *, page_size: int = 50, continuation: str | None = None
+    ) -> PromotionPage:
+        """One page of promotions, in promotion id order (new ids sort newest first, see domain.new_promotion_id),
+        reading only that page's rows and their history. `continuation` is the token of the previous page; a page
+        may hold fewer than `page_size` promotions while a continuation follows. Raises InvalidContinuation."""
         ...
 
     def save(self, promotion: Promotion, events: Sequence[LifecycleEvent] = ()) -> Promotion:

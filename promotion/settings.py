@@ -195,6 +195,48 @@ class Settings:
         )
 
 
+PUBLIC_ORIGIN = "PROMOTION_PUBLIC_ORIGIN"
+_LOCAL_HOSTS = ("127.0.0.1", "localhost")
+
+
+def configured_origin(env: Mapping[str, str]) -> str | None:
+    """PROMOTION_PUBLIC_ORIGIN, checked: an https origin (scheme, host, optional port; no path), or http only on
+    this machine (127.0.0.1, localhost). None when unset."""
+    text = env.get(PUBLIC_ORIGIN, "").strip()
+    if not text:
+        return None
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if (
+        parts is None
+        or parts.scheme not in ("https", "http")
+        or not parts.hostname
+        or parts.username
+        or parts.password
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or (parts.scheme == "http" and parts.hostname not in _LOCAL_HOSTS)
+    ):
+        raise SettingsError(
+            f"setting {PUBLIC_ORIGIN} must be an origin such as https://promo.contoso.com "
+            "(http only for 127.0.0.1 or localhost), without a path"
+        )
+    return f"{parts.scheme}://{parts.hostname}{f':{port}' if port else ''}"
+
+
+def public_origin(env: Mapping[str, str]) -> str | None:
+    """Where people reach the app: PROMOTION_PUBLIC_ORIGIN, else https:// + WEBSITE_HOSTNAME in Azure; None here."""
+    configured = configured_origin(env)
+    if configured:
+        return configured
+    host = env.get("WEBSITE_HOSTNAME", "").strip()
+    return f"https://{host}" if host and env.get("WEBSITE_INSTANCE_ID") else None
+
+
 def app_path(text: str, env: Mapping[str, str]) -> Path:
     """A path setting: relative paths are relative to the app root, wherever the command runs from."""
     path = Path(text).expanduser()

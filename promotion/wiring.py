@@ -100,8 +100,9 @@ def publisher(*, quick: bool = False) -> EventPublisher | None:
         if topic is None:
             return None
         from promotion.adapters.eventgrid import EventGridPublisher
+        from promotion.settings import public_origin
 
-        return EventGridPublisher(topic, quick=quick)
+        return EventGridPublisher(topic, quick=quick, console=public_origin(settings().env))
 
     return _once(f"publisher-quick={quick}", build)
 

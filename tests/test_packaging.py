@@ -9,6 +9,8 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -109,3 +111,17 @@ def test_make_says_when_the_python_command_does_not_exist(tmp_path):
     assert result.returncode != 0
     assert f"{missing}: command not found" in result.stderr
     assert "not Python 3.10 or newer" not in result.stderr
+
+
+def test_the_console_files_ship_in_the_package_and_in_the_deployment():
+    import fnmatch
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    shipped = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["promotion"]
+    files = sorted(path.relative_to(ROOT / "promotion").as_posix() for path in (ROOT / "promotion/console").iterdir())
+    assert files == ["console/app.css", "console/app.js", "console/index.html"]
+    assert all(any(fnmatch.fnmatch(name, pattern) for pattern in shipped) for name in files)
+    ignored = [line.strip() for line in (ROOT / ".funcignore").read_text().splitlines() if line.strip()]
+    for name in ("promotion", "promotion/console", *(f"promotion/{name}" for name in files)):
+        assert not any(fnmatch.fnmatch(name, pattern) for pattern in ignored), name

@@ -14,6 +14,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 from promotion.domain import LifecycleEvent
 from promotion.settings import EventTopic
@@ -36,8 +37,11 @@ _noise_filter = _UnknownAttributeNoise()
 
 
 class EventGridPublisher:
-    def __init__(self, topic: EventTopic, *, quick: bool = False, credential: Any = None) -> None:
+    def __init__(
+        self, topic: EventTopic, *, quick: bool = False, credential: Any = None, console: str | None = None
+    ) -> None:
         self._topic = topic
+        self._console = console  # the app's public origin: events link to the console's page of their promotion
         self._options = QUICK if quick else PATIENT
         self._credential = credential
         self._client: Any = None
@@ -50,7 +54,7 @@ class EventGridPublisher:
             CloudEvent(
                 source=event.source,
                 type=event.type.value,
-                data=dict(event.data),
+                data=self._with_link(dict(event.data)),
                 subject=event.subject,
                 id=event.id,  # fixed when the change was recorded: every retry re-sends the same id
                 time=event.at,
@@ -58,6 +62,12 @@ class EventGridPublisher:
             for event in events
         ]
         self._publisher().send(batch, **self._options)
+
+    def _with_link(self, data: dict[str, Any]) -> dict[str, Any]:
+        promotion_id = data.get("promotion_id")
+        if self._console and isinstance(promotion_id, str):
+            data["console_url"] = f"{self._console}/api/console?promotion={quote(promotion_id, safe='')}"
+        return data
 
     def _publisher(self) -> Any:
         with self._lock:

@@ -9,6 +9,7 @@ microseconds exactly and sort correctly as text, which `domain.isoformat` does n
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -71,6 +72,33 @@ def check_promotion_id(promotion_id: str) -> str:
     if not is_valid_promotion_id(promotion_id):
         raise ValueError(f"invalid promotion id {promotion_id!r}: 1-200 characters, none of / \\ # ? | or control")
     return promotion_id
+
+
+def page_filter(wanted: Any) -> tuple[list[str], list[str]]:
+    """The conditions of a PromotionFilter, as `column = ?` terms and their values (both stores' columns)."""
+    state = wanted.state.value if wanted.state else None
+    terms = {"state": state, "model_name": wanted.model_name, "model_version": wanted.model_version}
+    wanted = {column: value for column, value in terms.items() if value is not None}
+    return [f"{column} = ?" for column in wanted], list(wanted.values())
+
+
+def encode_continuation(position: Mapping[str, Any]) -> str:
+    """An opaque continuation token: where the next page starts, as the store knows it."""
+    return base64.urlsafe_b64encode(json.dumps(position, sort_keys=True).encode()).decode().rstrip("=")
+
+
+def decode_continuation(token: str, *fields: str) -> Any:
+    """The position a token holds (the value of one field, or a dict of several); InvalidContinuation otherwise."""
+    from promotion.ports import InvalidContinuation
+
+    try:
+        position = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        values = {name: position[name] for name in fields}
+        if not all(isinstance(value, str) for value in values.values()) or len(token) > 2048:
+            raise ValueError(token)
+    except (ValueError, KeyError, TypeError):
+        raise InvalidContinuation("continuation: not a token this listing gave out") from None
+    return values[fields[0]] if len(fields) == 1 else values
 
 
 def stamp(moment: datetime) -> str:

@@ -22,7 +22,16 @@ from pathlib import Path
 
 from promotion.adapters import records
 from promotion.domain import CopyState, Decision, DriftFinding, LifecycleEvent, ModelRef, Promotion, RegistryCopy, State
-from promotion.ports import CopyClaimed, OpenPromotionExists, PromotionNotFound, StaleRevision, StoreUnavailable
+from promotion.ports import (
+    EVERY_PROMOTION,
+    CopyClaimed,
+    OpenPromotionExists,
+    PromotionFilter,
+    PromotionNotFound,
+    PromotionPage,
+    StaleRevision,
+    StoreUnavailable,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS promotions (
@@ -153,6 +162,20 @@ class SqlitePromotionStore:
             rows = db.execute(f"SELECT * FROM promotions WHERE {' AND '.join(where)}", params).fetchall()
             found = [self._from_row(db, row) for row in rows]
         return records.newest_first(found)
+
+    def list_page(
+        self, wanted: PromotionFilter = EVERY_PROMOTION, *, page_size: int = 50, continuation: str | None = None
+    ) -> PromotionPage:
+        where, params = records.page_filter(wanted)
+        if continuation is not None:
+            where.append("id > ?")
+            params.append(records.decode_continuation(continuation, "after"))
+        query = f"SELECT * FROM promotions WHERE {' AND '.join(where) or '1'} ORDER BY id LIMIT ?"
+        with self._transaction(write=False) as db:
+            rows = db.execute(query, [*params, page_size + 1]).fetchall()
+            found = [self._from_row(db, row) for row in rows[:page_size]]
+        more = len(rows) > page_size
+        return PromotionPage(found, records.encode_continuation({"after": found[-1].id}) if more else None)
 
     def save(self, promotion: Promotion, events: Sequence[LifecycleEvent] = ()) -> Promotion:
         record = records.promotion_record(promotion)

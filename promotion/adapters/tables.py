@@ -43,7 +43,16 @@ from urllib.parse import quote
 
 from promotion.adapters import records
 from promotion.domain import CopyState, Decision, DriftFinding, LifecycleEvent, ModelRef, Promotion, RegistryCopy, State
-from promotion.ports import CopyClaimed, OpenPromotionExists, PromotionNotFound, StaleRevision, StoreUnavailable
+from promotion.ports import (
+    EVERY_PROMOTION,
+    CopyClaimed,
+    OpenPromotionExists,
+    PromotionFilter,
+    PromotionNotFound,
+    PromotionPage,
+    StaleRevision,
+    StoreUnavailable,
+)
 
 PARTITION = "promotions"
 _END = "}"  # the character after "|": "p|{id}|" <= key < "p|{id}}" selects one promotion's rows
@@ -168,6 +177,39 @@ class TablePromotionStore:
         found = self._promotions(_BETWEEN, pk=PARTITION, lo="p|", hi="p" + _END)
         wanted = [p for p in found if (state is None or p.state == state) and (model is None or p.model == model)]
         return records.newest_first(wanted)
+
+    @_available
+    def list_page(
+        self, wanted: PromotionFilter = EVERY_PROMOTION, *, page_size: int = 50, continuation: str | None = None
+    ) -> PromotionPage:
+        # The service pages the promotion rows only (history rows have no model_name), in key order, and hands
+        # back its own continuation (next PartitionKey and RowKey).
+        terms, values = records.page_filter(wanted)
+        names = [f"v{index}" for index in range(len(values))]
+        query_filter = " and ".join(
+            [_BETWEEN, "model_name ne ''"]
+            + [term.replace(" = ?", f" eq @{name}") for term, name in zip(terms, names, strict=True)]
+        )
+        # The service's next keys are opaque (encoded) in Azure: a forged token moves only within this query.
+        token = records.decode_continuation(continuation, "PartitionKey", "RowKey") if continuation else None
+        pages = (
+            self._table()
+            .query_entities(
+                query_filter,
+                parameters={"pk": PARTITION, "lo": "p|", "hi": "p" + _END, **dict(zip(names, values, strict=True))},
+                results_per_page=page_size,
+            )
+            .by_page(continuation_token=token)
+        )
+        rows = list(next(pages, []))
+        following = pages.continuation_token
+        found: list[Promotion] = []
+        if rows:
+            # One range read from the page's first promotion to its last brings their history along.
+            first, last = rows[0]["RowKey"], rows[-1]["RowKey"]
+            held = {p.id: p for p in self._promotions(_BETWEEN, pk=PARTITION, lo=first, hi=last + _END)}
+            found = [held[row["RowKey"][2:]] for row in rows if row["RowKey"][2:] in held]
+        return PromotionPage(found, records.encode_continuation(following) if following else None)
 
     @_available
     def save(self, promotion: Promotion, events: Sequence[LifecycleEvent] = ()) -> Promotion:

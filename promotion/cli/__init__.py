@@ -142,6 +142,16 @@ def _parser() -> argparse.ArgumentParser:
     drift.set_defaults(run=run_drift)
 
     commands.add_parser("demo", help="run the whole flow on the local backend, step by step").set_defaults(run=run_demo)
+
+    serve = commands.add_parser(
+        "serve", help="serve the app and its approver console on 127.0.0.1, on the local backend"
+    )
+    serve.add_argument("--port", type=int, default=7071, help="default: 7071")
+    serve.add_argument("--as", dest="who", metavar="NAME", help="who the console and the API see (local only)")
+    serve.add_argument(
+        "--role", action="append", default=[], metavar="ROLE", help="an app role of --as, such as Promotion.Approver"
+    )
+    serve.set_defaults(run=run_serve)
     return parser
 
 
@@ -445,6 +455,20 @@ def _copy_steps(store_file: Path, items: list[dict[str, Any]]) -> dict[tuple[str
         if copy is not None:
             found[(item["name"], item["version"])] = copy.step
     return found
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from promotion.cli.serve import Identity, run
+    from promotion.identity import visible_text
+
+    if not 0 < args.port < 65536:
+        raise CommandError(f"--port {args.port}: expected a port number from 1 to 65535")
+    if args.role and not args.who:
+        raise CommandError("--role needs --as NAME: the roles are that person's")
+    if args.who is not None and not visible_text(args.who):
+        raise CommandError("--as: expected a name with visible characters")
+    roles = tuple(role for role in (visible_text(role) for role in args.role) if role)
+    return run(args.port, Identity(visible_text(args.who), roles) if args.who else None)
 
 
 def run_demo(args: argparse.Namespace) -> int:

@@ -6,7 +6,6 @@ Every change is saved with optimistic concurrency, together with the lifecycle e
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
@@ -20,6 +19,7 @@ from promotion.domain import (
     ModelRef,
     Promotion,
     State,
+    new_promotion_id,
 )
 from promotion.identity import Principal
 from promotion.policy import ProductionRules
@@ -91,7 +91,7 @@ def request_promotion(
     for _ in range(_ATTEMPTS):
         at = clock()
         promotion = Promotion(
-            id=str(uuid.uuid4()),
+            id=new_promotion_id(at),
             model=ref,
             state=State.PENDING_APPROVAL,
             requested_by=caller.name,
@@ -386,8 +386,13 @@ def _traffic_before(promotion: Promotion, deployments: Mapping[str, str | None])
 # --- who may decide --------------------------------------------------------------------------------
 
 
+def may_approve(caller: Principal, rules: ProductionRules) -> bool:
+    """Whether the policy makes `caller` an approver (by name, object id, or app role)."""
+    return caller.is_listed(rules.approvers) or bool(caller.roles & set(rules.approver_roles))
+
+
 def _check_approver(caller: Principal, rules: ProductionRules) -> None:
-    if not (caller.is_listed(rules.approvers) or caller.roles & set(rules.approver_roles)):
+    if not may_approve(caller, rules):
         raise NotAllowed(
             f"{caller.name} is not an approver (not in production.approvers, and no role in production.approver_roles)"
         )

@@ -65,15 +65,15 @@ def json_api(handler: Callable[..., func.HttpResponse]) -> Callable[..., func.Ht
 def answer_for(error: Exception) -> func.HttpResponse:
     from promotion import service
     from promotion.domain import InvalidName, InvalidTransition
-    from promotion.identity import Unauthenticated
+    from promotion.identity import CrossSiteRequest, Unauthenticated
     from promotion.policy import PolicyError
-    from promotion.ports import PromotionNotFound, StoreUnavailable
+    from promotion.ports import InvalidContinuation, PromotionNotFound, StoreUnavailable
     from promotion.settings import SettingsError
 
     statuses: list[tuple[int, tuple[type[Exception], ...]]] = [
-        (400, (BadRequest, InvalidName, service.NotDeployable)),
+        (400, (BadRequest, InvalidName, service.NotDeployable, InvalidContinuation)),
         (401, (Unauthenticated,)),
-        (403, (service.NotAllowed,)),
+        (403, (service.NotAllowed, CrossSiteRequest)),
         (404, (PromotionNotFound, service.ModelNotInRegistry)),
         (409, (InvalidTransition, service.ConcurrentChange, service.Conflict, service.Voided)),
         (413, (TooLarge,)),
@@ -109,6 +109,15 @@ def _caller(req: func.HttpRequest) -> Any:
     from promotion.identity import principal_from_headers
 
     return principal_from_headers(dict(req.headers), os.environ)
+
+
+def _changing_caller(req: func.HttpRequest) -> Any:
+    """The caller of a state-changing route, once the request is known not to come from another site."""
+    from promotion.identity import check_same_origin
+
+    caller = _caller(req)
+    check_same_origin(dict(req.headers), os.environ)
+    return caller
 
 
 def _body(req: func.HttpRequest, *, required: bool) -> dict[str, Any]:
@@ -216,7 +225,7 @@ def request_promotion(req: func.HttpRequest) -> func.HttpResponse:
     from promotion import service, wiring
     from promotion.domain import ModelRef
 
-    caller = _caller(req)
+    caller = _changing_caller(req)
     body = _body(req, required=True)
     for field in ("model_name", "model_version"):
         if field not in body:
@@ -238,8 +247,10 @@ def request_promotion(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="promotions", methods=["GET"])
 @json_api
 def list_promotions(req: func.HttpRequest) -> func.HttpResponse:
+    """One page of promotions; `continuation` from an answer asks for the next one."""
     from promotion import wiring
-    from promotion.domain import State
+    from promotion.domain import ModelRef, State
+    from promotion.ports import MAX_PAGE_SIZE, PromotionFilter
 
     _caller(req)
     state_name = req.params.get("state")
@@ -247,8 +258,45 @@ def list_promotions(req: func.HttpRequest) -> func.HttpResponse:
         state = State(state_name) if state_name else None
     except ValueError:
         raise BadRequest(f"state: not one of {', '.join(s.value for s in State)}") from None
-    promotions = wiring.store().list(state=state)
-    return _json(200, {"promotions": [promotion.to_json() for promotion in promotions]})
+    name, version = req.params.get("model") or None, req.params.get("version") or None
+    if version is not None and name is None:
+        raise BadRequest("version: needs model (a version is one model's)")
+    if name is not None:
+        ModelRef.parse(name, version or "1")  # the names Azure ML allows, else 400
+    size_text = req.params.get("page_size") or "50"
+    if not size_text.isascii() or not size_text.isdigit() or not 1 <= int(size_text) <= MAX_PAGE_SIZE:
+        raise BadRequest(f"page_size: a whole number from 1 to {MAX_PAGE_SIZE}")
+    page = wiring.store().list_page(
+        PromotionFilter(state, name, version),
+        page_size=int(size_text),
+        continuation=req.params.get("continuation") or None,
+    )
+    return _json(200, {"promotions": [p.to_json() for p in page.promotions], "continuation": page.continuation})
+
+
+@bp.function_name("who_am_i")
+@bp.route(route="me", methods=["GET"])
+@json_api
+def who_am_i(req: func.HttpRequest) -> func.HttpResponse:
+    """The caller as the app sees them, and what the policy lets them do."""
+    from promotion import service, wiring
+    from promotion.domain import isoformat
+
+    caller = _caller(req)
+    rules = wiring.policy().production
+    return _json(
+        200,
+        {
+            "name": caller.name,
+            "id": caller.id,
+            "roles": sorted(caller.roles),
+            "may_approve": service.may_approve(caller, rules),
+            "required_approvals": rules.required_approvals,
+            "require_distinct_approver": rules.require_distinct_approver,
+            "approval_ttl_hours": rules.approval_ttl_hours,
+            "now": isoformat(wiring.clock()()),
+        },
+    )
 
 
 @bp.function_name("get_promotion")
@@ -269,7 +317,7 @@ def approve_promotion(req: func.HttpRequest, jobs: func.Out[str]) -> func.HttpRe
     from promotion import service, wiring
     from promotion.domain import State
 
-    caller = _caller(req)
+    caller = _changing_caller(req)
     promotion_id = _promotion_id(req)
     comment = _text(_body(req, required=False), "comment", required=False)
     try:
@@ -293,7 +341,7 @@ def approve_promotion(req: func.HttpRequest, jobs: func.Out[str]) -> func.HttpRe
 def reject_promotion(req: func.HttpRequest) -> func.HttpResponse:
     from promotion import service
 
-    caller = _caller(req)
+    caller = _changing_caller(req)
     promotion_id = _promotion_id(req)
     comment = _text(_body(req, required=True), "comment", required=True)
     assert comment is not None
@@ -309,7 +357,7 @@ def rollback_promotion(req: func.HttpRequest) -> func.HttpResponse:
     from promotion import service, wiring
     from promotion.domain import State
 
-    caller = _caller(req)
+    caller = _changing_caller(req)
     promotion_id = _promotion_id(req)
     comment = _text(_body(req, required=True), "comment", required=True)
     assert comment is not None
@@ -325,13 +373,18 @@ def rollback_promotion(req: func.HttpRequest) -> func.HttpResponse:
 @json_api
 def model_status(req: func.HttpRequest) -> func.HttpResponse:
     from promotion import service, wiring
-    from promotion.domain import ModelRef
+    from promotion.domain import ModelRef, online_name
 
     _caller(req)
     ref = ModelRef.parse(req.route_params.get("name", ""), req.route_params.get("version", ""))
     backend = wiring.backend()
     status = service.model_status(
-        ref, staging=backend.staging, registry=backend.registry, deployer=backend.production, store=wiring.store()
+        ref,
+        staging=backend.staging,
+        registry=backend.registry,
+        deployer=backend.production,
+        store=wiring.store(),
+        endpoint=online_name(wiring.policy().production.endpoint_for(ref)),
     )
     if status is None:
         return _error(404, f"model {ref} is unknown: not in staging, the registry or production, and never promoted")

@@ -38,10 +38,13 @@ from promotion.domain import (
     Promotion,
     RegistryCopy,
     State,
+    new_promotion_id,
 )
 from promotion.ports import (
     CopyClaimed,
+    InvalidContinuation,
     OpenPromotionExists,
+    PromotionFilter,
     PromotionNotFound,
     PromotionStore,
     StaleRevision,
@@ -210,6 +213,47 @@ def test_list_is_newest_first_and_filters_by_state_and_model(store: PromotionSto
     assert store.list(model=ModelRef("credit-risk", "4"), state=State.PENDING_APPROVAL) == [middle]
     assert [p.id for p in store.list(model=CREDIT, state=State.REJECTED)] == ["a"]
     assert store.list(state=State.DEPLOYED) == []
+
+
+def test_pages_follow_the_id_order_and_read_only_what_matches(store: PromotionStore) -> None:
+    # Ids from domain.new_promotion_id sort newest first; the store only promises id order.
+    made = [store.add(pending(ModelRef("credit-risk", str(n)), id=f"id-{n:02d}", at=T0)) for n in range(7)]
+    store.save(approve(store.get("id-03")))
+    store.add(pending(CHURN, id="id-50"))
+
+    seen, token, sizes = [], None, []
+    while True:
+        page = store.list_page(PromotionFilter(model_name="credit-risk"), page_size=3, continuation=token)
+        seen += page.promotions
+        sizes.append(len(page.promotions))
+        token = page.continuation
+        if token is None:
+            break
+    assert [p.id for p in seen] == [p.id for p in made]
+    assert sizes[0] == 3 and sum(sizes) == 7
+    assert seen[3].history == store.get("id-03").history and len(seen[3].history) == 2  # history comes along
+
+    pending_only = store.list_page(PromotionFilter(State.PENDING_APPROVAL, "credit-risk"), page_size=50)
+    assert [p.id for p in pending_only.promotions] == [f"id-{n:02d}" for n in (0, 1, 2, 4, 5, 6)]
+    assert pending_only.continuation is None
+    assert [p.id for p in store.list_page(PromotionFilter(model_name="credit-risk", model_version="5")).promotions] == [
+        "id-05"
+    ]
+    assert [p.id for p in store.list_page(PromotionFilter(State.APPROVED)).promotions] == ["id-03"]
+    assert store.list_page(PromotionFilter(model_name="credit")).promotions == []  # a name, not a prefix
+
+
+def test_a_continuation_the_store_never_gave_is_refused(store: PromotionStore) -> None:
+    store.add(pending())
+    for token in ("not a token", "e30", "W10", "x" * 3000):
+        with pytest.raises(InvalidContinuation):
+            store.list_page(continuation=token)
+
+
+def test_new_promotion_ids_sort_newest_first() -> None:
+    ids = [new_promotion_id(T0 + timedelta(milliseconds=ms)) for ms in (0, 1, 1000, 86_400_000)]
+    assert sorted(ids) == list(reversed(ids))
+    assert {uuid.UUID(id).version for id in ids} == {8} and len(set(ids)) == 4
 
 
 def test_second_open_promotion_for_a_model_version_is_refused(store: PromotionStore) -> None:

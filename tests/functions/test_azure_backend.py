@@ -444,5 +444,5 @@ def test_an_azure_outage_answers_503_and_changes_nothing(azure_app):
     status, answer = http("request_promotion", "POST", "promotions", who=who(ALICE), body=body)
 
     assert status == 503 and "Azure ML is unavailable right now" in answer["error"]
-    assert http("list_promotions", "GET", "promotions", who=who(ALICE))[1] == {"promotions": []}
+    assert http("list_promotions", "GET", "promotions", who=who(ALICE))[1] == {"promotions": [], "continuation": None}
     assert http("request_promotion", "POST", "promotions", who=who(ALICE), body=body)[0] == 201

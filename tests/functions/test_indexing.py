@@ -18,6 +18,9 @@ HTTP_ROUTES = {
     "reject_promotion": ("promotions/{id}/reject", ["POST"]),
     "rollback_promotion": ("promotions/{id}/rollback", ["POST"]),
     "model_status": ("models/{name}/versions/{version}", ["GET"]),
+    "who_am_i": ("me", ["GET"]),
+    "console_page": ("console", ["GET"]),
+    "console_asset": ("console/{asset}", ["GET"]),
 }
 TIMERS = {
     "advance_registry_copies": "0 */1 * * * *",
@@ -60,7 +63,7 @@ def test_http_routes_methods_and_auth_level(name):
         "httpTrigger",
         route,
         methods,
-        "FUNCTION",
+        "ANONYMOUS",  # the browser session is the credential; the API checks identity itself (401 without it)
     )
     assert bindings(name)["$return"] == {"direction": "OUT", "type": "http", "name": "$return"}
 

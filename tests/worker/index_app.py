@@ -579,7 +579,7 @@ async def _invoke_step(function_id: str, step: dict[str, Any]) -> dict[str, Any]
 
 async def _run_plan(functions: dict[str, Any], plan: list[dict[str, Any]]) -> list[dict[str, Any]]:
     results = []
-    last_id = ""
+    last_id = ""  # the promotion a later step acts on: the one the last promotion route answered
     for step in plan:
         if step["function"] not in functions:
             raise RuntimeError(f"no indexed function {step['function']!r}: {sorted(functions)}")
@@ -590,7 +590,7 @@ async def _run_plan(functions: dict[str, Any], plan: list[dict[str, Any]]) -> li
             answered = json.loads(result.get("body") or "null")
         except ValueError:
             answered = None
-        if isinstance(answered, dict) and isinstance(answered.get("id"), str):
+        if isinstance(answered, dict) and isinstance(answered.get("id"), str) and "model_name" in answered:
             last_id = answered["id"]
     return results
 

@@ -102,8 +102,12 @@ ROUTES: list[tuple[str, str, Callable[[], dict], tuple[int, ...]]] = [
     ),
     ("GET", "me", lambda: _http("GET", "me"), (200,)),
     ("GET", "console", lambda: _http("GET", "console"), (200,)),
-    ("GET", "console/app.js", lambda: _http("GET", "console/app.js"), (200,)),
-    ("GET", "console/app.css", lambda: _http("GET", "console/app.css"), (200,)),
+    (
+        "GET",
+        "console/{asset}",
+        lambda: _http("GET", "console/app.js", params={"asset": "app.js"}),
+        (200,),
+    ),
     (
         "POST",
         "promotions/{id}/approve",
