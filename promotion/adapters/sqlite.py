@@ -141,6 +141,10 @@ class _Connection(sqlite3.Connection):
     def cursor(self, factory: Any = _Reads) -> Any:  # type: ignore[override]
         return super().cursor(factory)
 
+    def execute(self, sql: str, parameters: Any = ()) -> Any:  # type: ignore[override]
+        # sqlite3's own execute builds a plain cursor, whatever cursor() answers.
+        return self.cursor().execute(sql, parameters)
+
 
 class SqlitePromotionStore:
     def __init__(self, path: Path, *, timeout_seconds: float = 30.0):

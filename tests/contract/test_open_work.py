@@ -79,19 +79,22 @@ def add_open_work(store: PromotionStore) -> None:
     store.claim_copy(attempt(model(9003)))
 
 
-def add_history(store: PromotionStore, count: int) -> None:
+def add_history(store: PromotionStore, count: int, at: datetime = T0) -> None:
+    """`count` finished promotions (half deployed, half rejected), finished copies with their decisions, other
+    decisions, and published events, all as of `at`."""
     for number in range(count):
-        promotion = store.add(pending(model(number), id=f"done-{number}"), events=[lifecycle(id=f"e-{number}")])
+        event = lifecycle(id=f"e-{number}", at=at)
+        promotion = store.add(pending(model(number), id=f"done-{number}", at=at), events=[event])
         if number % 2:
             store.save(reject(promotion))
         else:
             store.save(moved(store.save(moved(store.save(approve(promotion)), State.DEPLOYING)), State.DEPLOYED))
-        claimed = store.claim_copy(attempt(model(number), cause=f"evt-{number}"))
+        claimed = store.claim_copy(attempt(model(number), cause=f"evt-{number}", at=at))
         state = CopyState.COPIED if number % 3 else CopyState.COPY_FAILED
-        finished = claimed.finished(state, T0 + timedelta(minutes=5))
-        store.save_copy(finished, decision=decision(f"copy-{number}", T0, model(number)))
-        store.record_decision(decision(f"evt-{number}", T0, model(number)))
-    store.mark_published([lifecycle(id=f"e-{number}") for number in range(count)], T0)
+        finished = claimed.finished(state, at + timedelta(minutes=5))
+        store.save_copy(finished, decision=decision(f"copy-{number}", at, model(number)))
+        store.record_decision(decision(f"evt-{number}", at, model(number)))
+        store.mark_published([event], at)
 
 
 # -- open work ----------------------------------------------------------------------------------------------
