@@ -143,9 +143,51 @@ def bench_local_throughput() -> None:
         print(f"    {'advance_registry_copies, ' + str(copies) + ' copies':<30} {rate}")
 
 
+def bench_timer_costs() -> None:
+    import logging
+
+    from benchmarks import timer_costs as p6
+
+    logging.getLogger("promotion").setLevel(logging.ERROR)  # the refusing topic would log a warning every run
+    tables_budget = float(os.environ.get("BENCH_TABLES_FILL_BUDGET_SECONDS", "600"))
+    print("\n(f) P6: one run of each timer, by finished items of each kind (promotions, copies, decisions, events)")
+    print("    beside the same open work: 5 pending, 5 approved, 5 deploying, 5 rolling back, 5 copies, 10 events.")
+    print("    reads = requests / rows the store itself counted (SQLite: statements and rows returned; Tables: GETs")
+    print(f"    and entities in their answers); time = median of {p6.RUNS} runs; the ports answer 'still under way'.")
+    with p6.azurite() as (connection, where):
+        for label, open_store, sizes in (
+            ("SQLite", p6.sqlite_store, (0, 10_000, 100_000)),
+            ("Tables", None, (0, 1_000, 10_000, 100_000)),
+        ):
+            print(f"    {label}" + (f" on {where}" if open_store is None else " in a temporary file"))
+            fill_rate = None
+            for size in sizes:
+                if open_store is None and fill_rate and size / fill_rate > tables_budget:
+                    print(
+                        f"      {size:>7,} finished: not measured: filling would take about {size / fill_rate / 60:.0f}"
+                        f" min at the last rate measured, which only falls as the table grows"
+                        f" (over BENCH_TABLES_FILL_BUDGET_SECONDS={tables_budget:.0f})"
+                    )
+                    continue
+                context = open_store(size) if open_store else p6.table_store(connection, size)
+                with context as (store, filled):
+                    figures = p6.measure(store)
+                fill_rate = size / filled if size and filled else fill_rate
+                print(f"      {size:>7,} finished (filled in {filled:6.1f} s):")
+                for name, figure in figures.items():
+                    print(
+                        f"        {name:<38} {figure.requests:4d} requests {figure.rows:5d} rows"
+                        f" {figure.milliseconds:8.2f} ms"
+                    )
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["p6"]:  # only the timers' costs: python benchmarks/run.py p6
+        bench_timer_costs()
+        sys.exit(0)
     bench_import()
     bench_requests_per_event()
     bench_reconcile()
     bench_copy_options()
     bench_local_throughput()
+    bench_timer_costs()
