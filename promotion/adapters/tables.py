@@ -381,7 +381,7 @@ class TablePromotionStore:
 
     @_available
     def unpublished_events(self, *, limit: int) -> list[LifecycleEvent]:
-        rows = self._query(_BETWEEN, pk=PARTITION, lo="o|", hi="o" + _END, results_per_page=limit)
+        rows = self._query(_BETWEEN, pk=PARTITION, lo="o|", hi="o" + _END, results_per_page=min(limit, 1000))
         return [records.event_from_record(entity) for entity in itertools.islice(rows, limit)]  # oldest first
 
     @_available
