@@ -149,7 +149,7 @@ def bench_timer_costs() -> None:
     from benchmarks import timer_costs as p6
 
     logging.getLogger("promotion").setLevel(logging.ERROR)  # the refusing topic would log a warning every run
-    tables_budget = float(os.environ.get("BENCH_TABLES_FILL_BUDGET_SECONDS", "600"))
+    tables_budget = float(os.environ.get("BENCH_TABLES_FILL_BUDGET_SECONDS", "1200"))
     print("\n(f) P6: one run of each timer, by finished items of each kind (promotions, copies, decisions, events)")
     print("    beside the same open work: 5 pending, 5 approved, 5 deploying, 5 rolling back, 5 copies, 10 events.")
     print("    reads = requests / rows the store itself counted (SQLite: statements and rows returned; Tables: GETs")
@@ -160,19 +160,21 @@ def bench_timer_costs() -> None:
             ("Tables", None, (0, 1_000, 10_000, 100_000)),
         ):
             print(f"    {label}" + (f" on {where}" if open_store is None else " in a temporary file"))
-            fill_rate = None
+            last = None  # (size, seconds) of the last fill
             for size in sizes:
-                if open_store is None and fill_rate and size / fill_rate > tables_budget:
+                # Azurite fills more slowly as its table grows (measured here: 500 in 3 s, 1,500 in 14 s), so the
+                # estimate grows with the square of the size.
+                estimate = last[1] * (size / last[0]) ** 2 if last else 0.0
+                if open_store is None and estimate > tables_budget:
                     print(
-                        f"      {size:>7,} finished: not measured: filling would take about {size / fill_rate / 60:.0f}"
-                        f" min at the last rate measured, which only falls as the table grows"
-                        f" (over BENCH_TABLES_FILL_BUDGET_SECONDS={tables_budget:.0f})"
+                        f"      {size:>7,} finished: not measured: filling would take about {estimate / 60:.0f} min"
+                        f" (over BENCH_TABLES_FILL_BUDGET_SECONDS={tables_budget:.0f}; raise it to measure)"
                     )
                     continue
                 context = open_store(size) if open_store else p6.table_store(connection, size)
                 with context as (store, filled):
                     figures = p6.measure(store)
-                fill_rate = size / filled if size and filled else fill_rate
+                last = (size, filled) if size and filled else last
                 print(f"      {size:>7,} finished (filled in {filled:6.1f} s):")
                 for name, figure in figures.items():
                     print(

@@ -11,8 +11,9 @@ it returns; on Tables every GET the SDK sends (query pages and point reads) and 
 counted from the HTTP responses by an azure-core hook.
 
 History is written in bulk, not through the store's API: on SQLite with executemany in one transaction, on Tables
-in entity-group transactions of 100 entities, 2 at a time. Both write exactly the records and rows the adapters
-write for finished items (records.py, and the Tables key layout), so the stores cannot tell them apart.
+in entity-group transactions of 100 entities, one at a time (Azurite dropped connections under more). Both write
+exactly the records and rows the adapters write for finished items (records.py, and the Tables key layout), so the
+stores cannot tell them apart.
 """
 
 from __future__ import annotations
