@@ -14,13 +14,14 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from promotion import service
 from promotion.adapters.azureml import AzureMLBackend
 from promotion.adapters.sqlite import SqlitePromotionStore
-from promotion.domain import ModelRef, now
+from promotion.domain import ModelRef
 from promotion.events import MODEL_REGISTERED
 from promotion.policy import Policy
 from promotion.settings import Settings
@@ -28,6 +29,13 @@ from tests.fakes.azureml_http import MANAGED_IDENTITY_ENV, OTHER_CREDENTIAL_VARI
 from tests.fakes.fixtures import AZUREML_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _now() -> datetime:
+    """The benchmarks' clock: time is an input to every use case."""
+    return datetime.now(timezone.utc)
+
+
 CANDIDATE = {"type": "mlflow_model", "tags": {"stage": "candidate", "accuracy": "0.91"}}
 COPY_POLLS = 5
 
@@ -66,13 +74,13 @@ def event_path() -> list[tuple[str, int, str]]:
                 load_policy=lambda: policy,
                 store=store,
                 source="benchmark",
-                clock=now,
+                clock=_now,
             )
             return fake.count(), time.perf_counter() - started
 
         def advance() -> int:
             fake.reset_log()
-            service.advance_registry_copies(registry=backend.registry, store=store, source="benchmark", clock=now)
+            service.advance_registry_copies(registry=backend.registry, store=store, source="benchmark", clock=_now)
             return fake.count()
 
         fake.add_workspace_model("warm-up", 1, **CANDIDATE)
@@ -122,7 +130,7 @@ def reconcile(names: int = 10, versions: int = 10, new_per_name: int = 1, page_s
             policy=lambda: policy,
             store=store,
             dry_run=False,
-            clock=now,
+            clock=_now,
         )
         elapsed = time.perf_counter() - started
         pages = -(-names // page_size)

@@ -156,10 +156,54 @@ def bench_local_throughput() -> None:
         print(f"    {'advance_registry_copies, ' + str(copies) + ' copies':<30} {rate}")
 
 
+def bench_timer_costs() -> None:
+    import logging
+
+    from benchmarks import timer_costs as p6
+
+    logging.getLogger("promotion").setLevel(logging.ERROR)  # the refusing topic would log a warning every run
+    tables_budget = float(os.environ.get("BENCH_TABLES_FILL_BUDGET_SECONDS", "1200"))
+    print("\n(f) P6: one run of each timer, by finished items of each kind (promotions, copies, decisions, events)")
+    print("    beside the same open work: 5 pending, 5 approved, 5 deploying, 5 rolling back, 5 copies, 10 events.")
+    print("    reads = requests / rows the store itself counted (SQLite: statements and rows returned; Tables: GETs")
+    print(f"    and entities in their answers); time = median of {p6.RUNS} runs; the ports answer 'still under way'.")
+    with p6.azurite() as (connection, where):
+        for label, open_store, sizes in (
+            ("SQLite", p6.sqlite_store, (0, 10_000, 100_000)),
+            ("Tables", None, (0, 1_000, 10_000, 100_000)),
+        ):
+            print(f"    {label}" + (f" on {where}" if open_store is None else " in a temporary file"))
+            last = None  # (size, seconds) of the last fill
+            for size in sizes:
+                # Azurite fills more slowly as its table grows (measured here: 500 in 3 s, 1,500 in 14 s), so the
+                # estimate grows with the square of the size.
+                estimate = last[1] * (size / last[0]) ** 2 if last else 0.0
+                if open_store is None and estimate > tables_budget:
+                    print(
+                        f"      {size:>7,} finished: not measured: filling would take about {estimate / 60:.0f} min"
+                        f" (over BENCH_TABLES_FILL_BUDGET_SECONDS={tables_budget:.0f}; raise it to measure)"
+                    )
+                    continue
+                context = open_store(size) if open_store else p6.table_store(connection, size)
+                with context as (store, filled):
+                    figures = p6.measure(store)
+                last = (size, filled) if size and filled else last
+                print(f"      {size:>7,} finished (filled in {filled:6.1f} s):")
+                for name, figure in figures.items():
+                    print(
+                        f"        {name:<38} {figure.requests:4d} requests {figure.rows:5d} rows"
+                        f" {figure.milliseconds:8.2f} ms"
+                    )
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["p6"]:  # only the timers' costs: python benchmarks/run.py p6
+        bench_timer_costs()
+        sys.exit(0)
     bench_import()
     bench_requests_per_event()
     bench_reconcile()
     bench_copy_options()
     bench_local_throughput()
     bench_drift()
+    bench_timer_costs()

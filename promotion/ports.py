@@ -4,11 +4,11 @@ them, and so do the hand-written fakes in tests/unit.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from promotion.domain import (
     CopyState,
@@ -278,6 +278,17 @@ class PromotionPage:
 MAX_PAGE_SIZE = 200
 
 
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a listing, and the token that asks for the next one (None after the last page)."""
+
+    items: list[T]
+    continuation: str | None = None
+
+
 class StoreUnavailable(Exception):
     """The promotion store cannot be reached right now (an outage, throttling); retry later."""
 
@@ -312,6 +323,12 @@ class PromotionStore(Protocol):
         may hold fewer than `page_size` promotions while a continuation follows. Raises InvalidContinuation."""
         ...
 
+    def open_promotions(self, states: Iterable[State]) -> list[Promotion]:
+        """The promotions in these states, oldest first, read through the store's index of open work: what it reads
+        grows with the promotions in these states, never with finished ones. Only pending_approval, approved,
+        deploying and rolling_back are indexed; any other state raises ValueError."""
+        ...
+
     def save(self, promotion: Promotion, events: Sequence[LifecycleEvent] = ()) -> Promotion:
         """Replace the stored promotion if its revision still equals `promotion.revision`, appending the
         history entries the store does not hold yet; returns it with the new revision.
@@ -331,6 +348,10 @@ class PromotionStore(Protocol):
         """Oldest first."""
         ...
 
+    def purge_decisions(self, *, before: datetime) -> int:
+        """Delete decisions made before `before`, reading only those; returns how many."""
+        ...
+
     # -- registry copies
 
     def copy(self, model: ModelRef) -> RegistryCopy | None:
@@ -338,6 +359,15 @@ class PromotionStore(Protocol):
         ...
 
     def copies(self, *, state: CopyState | None = None) -> list[RegistryCopy]: ...
+
+    def copies_in_flight(self) -> list[RegistryCopy]:
+        """The copies under way (every state but copied and copy_failed), oldest first, read through the store's
+        index of open work: what it reads never grows with finished copies."""
+        ...
+
+    def copies_page(self, *, page_size: int, continuation: str | None = None) -> Page[RegistryCopy]:
+        """One page of every copy, by model name and version; ValueError for a token this store did not give."""
+        ...
 
     def claim_copy(self, copy: RegistryCopy, *, replacing: RegistryCopy | None = None) -> RegistryCopy:
         """Record a new copy attempt, before it is started, so that one attempt runs at a time.
@@ -366,6 +396,13 @@ class PromotionStore(Protocol):
 
     def events(self, *, unpublished_only: bool = False) -> list[LifecycleEvent]:
         """Every event kept, oldest first, with its publish time (None while unpublished)."""
+        ...
+
+    def events_page(
+        self, *, page_size: int, continuation: str | None = None, unpublished_only: bool = False
+    ) -> Page[LifecycleEvent]:
+        """One page of the events kept: the unpublished ones oldest first, then the published ones in the order they
+        were published. An event published while the pages are read may show twice. ValueError for a bad token."""
         ...
 
     def mark_published(self, events: Sequence[LifecycleEvent], at: datetime) -> None:

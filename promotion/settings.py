@@ -86,6 +86,7 @@ class Settings:
     registry_resource_group: str | None = None  # looked up from the registry's name when not given
     copy_timeout: timedelta = timedelta(minutes=120)
     events_retention: timedelta = timedelta(days=30)
+    decisions_retention: timedelta = timedelta(days=7)
     events_source: str = "local"
     # What the lazily checked settings are read from. Kept out of repr: it holds every secret of the environment.
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -190,6 +191,7 @@ class Settings:
             ),
             copy_timeout=timedelta(minutes=_positive(env, "PROMOTION_COPY_TIMEOUT_MINUTES", 120)),
             events_retention=timedelta(days=_positive(env, "PROMOTION_EVENTS_RETENTION_DAYS", 30)),
+            decisions_retention=_decisions_retention(env),
             events_source=env.get("PROMOTION_EVENTS_SOURCE", "").strip() or (f"/sites/{site}" if site else "local"),
             env=env,
         )
@@ -336,6 +338,18 @@ def _positive(env: Mapping[str, str], name: str, default: float) -> float:
     if not 0 < value <= 10**6:  # also false for nan
         raise SettingsError(f"setting {name} must be a positive number")
     return value
+
+
+def _decisions_retention(env: Mapping[str, str]) -> timedelta:
+    """Event Grid redelivers an event for up to 24 hours, and a redelivery must still find the decision made
+    about it (or the event would be decided, and perhaps copied, again): so more than a day, always."""
+    days = _positive(env, "PROMOTION_DECISIONS_RETENTION_DAYS", 7)
+    if days <= 1:
+        raise SettingsError(
+            "setting PROMOTION_DECISIONS_RETENTION_DAYS must be more than 1 day: Event Grid redelivers an event "
+            "for up to 24 hours, and a redelivery must still find its decision"
+        )
+    return timedelta(days=days)
 
 
 def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], *, default: str) -> str:

@@ -14,11 +14,12 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from promotion.adapters import records
 from promotion.domain import CopyState, Decision, DriftFinding, LifecycleEvent, ModelRef, Promotion, RegistryCopy, State
@@ -26,6 +27,7 @@ from promotion.ports import (
     EVERY_PROMOTION,
     CopyClaimed,
     OpenPromotionExists,
+    Page,
     PromotionFilter,
     PromotionNotFound,
     PromotionPage,
@@ -53,6 +55,9 @@ CREATE TABLE IF NOT EXISTS promotions (
     open_model TEXT UNIQUE
 );
 CREATE INDEX IF NOT EXISTS promotions_by_model ON promotions (model_name, model_version);
+-- The timers read open work through these indexes, never a table scan: what they read does not grow with history.
+-- A file written by an earlier version gets them here, at its first open.
+CREATE INDEX IF NOT EXISTS promotions_by_state ON promotions (state, created_at, id);
 CREATE TABLE IF NOT EXISTS promotion_history (
     promotion_id TEXT NOT NULL REFERENCES promotions (id),
     seq INTEGER NOT NULL,
@@ -78,6 +83,8 @@ CREATE TABLE IF NOT EXISTS copies (
     revision INTEGER NOT NULL,
     PRIMARY KEY (model_name, model_version)
 );
+CREATE INDEX IF NOT EXISTS copies_by_state ON copies (state, started_at);
+CREATE INDEX IF NOT EXISTS copies_by_key ON copies (model_name || ':' || model_version);
 CREATE TABLE IF NOT EXISTS outbox (
     id TEXT PRIMARY KEY,
     type TEXT NOT NULL,
@@ -89,6 +96,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     published_at TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_by_publication ON outbox (published_at, at, id);
+CREATE INDEX IF NOT EXISTS outbox_by_publish_order ON outbox (published_at, id);
 CREATE TABLE IF NOT EXISTS decisions (
     scope TEXT NOT NULL,
     event_id TEXT NOT NULL,
@@ -122,7 +130,46 @@ CREATE TABLE IF NOT EXISTS zero_traffic (
     since TEXT NOT NULL,
     PRIMARY KEY (endpoint, deployment)
 );
+
+CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (decided_at);
 """
+
+# The reads the timers make; tests check that SQLite answers them from an index.
+OPEN_PROMOTIONS = "SELECT * FROM promotions WHERE state IN ({states}) ORDER BY created_at, id"
+COPIES_IN_FLIGHT = "SELECT * FROM copies WHERE state IN ({states}) ORDER BY started_at, model_name, model_version"
+UNPUBLISHED = "SELECT * FROM outbox WHERE published_at IS NULL ORDER BY at, id LIMIT ?"
+_COPY_KEY = "model_name || ':' || model_version"
+
+
+class _Reads(sqlite3.Cursor):
+    """Counts each statement that returns rows once, and every row it returns, in the store's `reads`."""
+
+    _counted = False
+
+    def _count(self, rows: int) -> None:
+        self.connection.reads.count(0 if self._counted else 1, rows)  # type: ignore[attr-defined]
+        self._counted = True
+
+    def fetchone(self) -> Any:
+        row = super().fetchone()
+        self._count(row is not None)
+        return row
+
+    def fetchall(self) -> list[Any]:
+        rows = super().fetchall()
+        self._count(len(rows))
+        return rows
+
+
+class _Connection(sqlite3.Connection):
+    reads: records.Reads
+
+    def cursor(self, factory: Any = _Reads) -> Any:  # type: ignore[override]
+        return super().cursor(factory)
+
+    def execute(self, sql: str, parameters: Any = ()) -> Any:  # type: ignore[override]
+        # sqlite3's own execute builds a plain cursor, whatever cursor() answers.
+        return self.cursor().execute(sql, parameters)
 
 
 class SqlitePromotionStore:
@@ -132,6 +179,7 @@ class SqlitePromotionStore:
         self._ready = False
         self._ready_lock = threading.Lock()
         self._connections = threading.local()
+        self.reads = records.Reads()
 
     def add(self, promotion: Promotion, events: Sequence[LifecycleEvent] = ()) -> Promotion:
         record = records.promotion_record(promotion)
@@ -177,6 +225,12 @@ class SqlitePromotionStore:
         more = len(rows) > page_size
         return PromotionPage(found, records.encode_continuation({"after": found[-1].id}) if more else None)
 
+    def open_promotions(self, states: Iterable[State]) -> list[Promotion]:
+        wanted = [state.value for state in records.open_work_states(states)]
+        with self._transaction(write=False) as db:
+            rows = db.execute(OPEN_PROMOTIONS.format(states=_marks(wanted)), wanted).fetchall()
+            return [self._from_row(db, row) for row in rows]
+
     def save(self, promotion: Promotion, events: Sequence[LifecycleEvent] = ()) -> Promotion:
         record = records.promotion_record(promotion)
         with self._transaction() as db:
@@ -211,6 +265,10 @@ class SqlitePromotionStore:
             rows = db.execute("SELECT * FROM decisions WHERE scope = ?", (records.model_scope(model),)).fetchall()
         return records.oldest_first([records.decision_from_record(dict(row)) for row in rows])
 
+    def purge_decisions(self, *, before: datetime) -> int:
+        with self._transaction() as db:
+            return db.execute("DELETE FROM decisions WHERE decided_at < ?", (records.stamp(before),)).rowcount
+
     # -- registry copies
 
     def copy(self, model: ModelRef) -> RegistryCopy | None:
@@ -224,6 +282,24 @@ class SqlitePromotionStore:
         with self._transaction(write=False) as db:
             rows = db.execute(query + " ORDER BY started_at, model_name, model_version", params).fetchall()
         return [_copy_from_row(row) for row in rows]
+
+    def copies_in_flight(self) -> list[RegistryCopy]:
+        wanted = sorted(state.value for state in records.COPIES_IN_FLIGHT)
+        with self._transaction(write=False) as db:
+            rows = db.execute(COPIES_IN_FLIGHT.format(states=_marks(wanted)), wanted).fetchall()
+        return [_copy_from_row(row) for row in rows]
+
+    def copies_page(self, *, page_size: int, continuation: str | None = None) -> Page[RegistryCopy]:
+        records.check_page_size(page_size)
+        after = records.page_position(continuation) if continuation else ""
+        if not isinstance(after, str):
+            raise ValueError("invalid continuation token: pass the one the previous page printed")
+        query = f"SELECT * FROM copies WHERE {_COPY_KEY} > ? ORDER BY {_COPY_KEY} LIMIT ?"
+        with self._transaction(write=False) as db:
+            rows = [_copy_from_row(row) for row in db.execute(query, (after, page_size + 1)).fetchall()]
+        if len(rows) <= page_size:
+            return Page(rows)
+        return Page(rows[:page_size], records.page_token(str(rows[page_size - 1].model)))
 
     def claim_copy(self, copy: RegistryCopy, *, replacing: RegistryCopy | None = None) -> RegistryCopy:
         with self._transaction() as db:
@@ -274,15 +350,41 @@ class SqlitePromotionStore:
     # -- the outbox of lifecycle events
 
     def unpublished_events(self, *, limit: int) -> list[LifecycleEvent]:
-        query = "SELECT * FROM outbox WHERE published_at IS NULL ORDER BY at, id LIMIT ?"
         with self._transaction(write=False) as db:
-            return [records.event_from_record(dict(row)) for row in db.execute(query, (limit,)).fetchall()]
+            return [records.event_from_record(dict(row)) for row in db.execute(UNPUBLISHED, (limit,)).fetchall()]
 
     def events(self, *, unpublished_only: bool = False) -> list[LifecycleEvent]:
         where = " WHERE published_at IS NULL" if unpublished_only else ""
         with self._transaction(write=False) as db:
             rows = db.execute(f"SELECT * FROM outbox{where} ORDER BY at, id").fetchall()
         return [records.event_from_record(dict(row)) for row in rows]
+
+    def events_page(
+        self, *, page_size: int, continuation: str | None = None, unpublished_only: bool = False
+    ) -> Page[LifecycleEvent]:
+        """Positions are ("o", at, id) among the unpublished and ("s", published_at, id) among the published:
+        the order the Tables store's keys give."""
+        records.check_page_size(page_size)
+        after = records.page_position(continuation) if continuation else ["o", "", ""]
+        if not (isinstance(after, list) and len(after) == 3 and after[0] in ("o", "s")):
+            raise ValueError("invalid continuation token: pass the one the previous page printed")
+        phases = [("o", "published_at IS NULL", "at")] + (
+            [] if unpublished_only else [("s", "published_at >= ''", "published_at")]
+        )
+        found: list[tuple[list[str], sqlite3.Row]] = []
+        with self._transaction(write=False) as db:
+            for phase, where, first in phases:
+                if phase < after[0]:
+                    continue
+                position = after[1:] if phase == after[0] else ["", ""]
+                query = f"SELECT * FROM outbox WHERE {where} AND ({first}, id) > (?, ?) ORDER BY {first}, id LIMIT ?"
+                for row in db.execute(query, (*position, page_size + 1 - len(found))).fetchall():
+                    found.append(([phase, row[first], row["id"]], row))
+                if len(found) > page_size:
+                    break
+        events = [records.event_from_record(dict(row)) for _, row in found[:page_size]]
+        token = records.page_token(found[page_size - 1][0]) if len(found) > page_size else None
+        return Page(events, token)
 
     def mark_published(self, events: Sequence[LifecycleEvent], at: datetime) -> None:
         with self._transaction() as db:
@@ -399,7 +501,8 @@ class SqlitePromotionStore:
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves instead of sqlite3's implicit transactions.
-        db = sqlite3.connect(self._path, timeout=self._timeout, isolation_level=None)
+        db = sqlite3.connect(self._path, timeout=self._timeout, isolation_level=None, factory=_Connection)
+        db.reads = self.reads
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA foreign_keys = ON")
         db.execute("PRAGMA synchronous = NORMAL")  # durable enough with WAL, and far fewer fsyncs
@@ -440,6 +543,10 @@ def _insert(db: sqlite3.Connection, table: str, row: dict, *, verb: str = "INSER
     columns = ", ".join(row)
     placeholders = ", ".join(f":{column}" for column in row)
     return db.execute(f"{verb} INTO {table} ({columns}) VALUES ({placeholders})", row).rowcount
+
+
+def _marks(values: Sequence[object]) -> str:
+    return ", ".join("?" for _ in values)
 
 
 def _unavailable(error: sqlite3.OperationalError) -> StoreUnavailable:

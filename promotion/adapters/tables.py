@@ -14,6 +14,10 @@ partition only) together with the lifecycle events that report it:
       RowKey "f|open|{kind}|{endpoint}|{deployment}"   an open drift finding, one per key
       RowKey "f|done|{resolved at}|{finding key}"       a resolved one
       RowKey "z|{endpoint}|{deployment}"    when the app first saw that deployment at 0% traffic
+      RowKey "w|p|{state}|{id}"             open work: a promotion pending approval, approved, deploying or rolling back
+      RowKey "w|c|{name}:{ver}"             open work: a copy under way
+      RowKey "t|{decided at}|{digest}"      a decision by time, for the retention sweep
+      RowKey "meta|open-work"               says the "w|" and "t|" rows are complete (written by the migration)
 
 - add: create promotion + its history + the lock + its events together; a lock that already exists fails the
   whole transaction, so "check for an open promotion, then insert" cannot race.
@@ -22,6 +26,9 @@ partition only) together with the lifecycle events that report it:
   rows are only ever created, never updated.
 - publishing moves an event from "o|" to "s|" (delete and create in one transaction), so the outbox query
   reads only what is unpublished, and the retention sweep reads only what is old.
+- the "w|" rows change in the transaction that changes what they index, so the timers read the open work and
+  nothing finished; a "w|" row found stale (written by an older version of the app) is dropped when read.
+  A table written before these rows existed gets them once, from one full read, the first time a store opens it.
 - The partition's target of about 2,000 operations/s is far above what model registrations and a human-paced
   approval flow produce.
 
@@ -34,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import itertools
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
@@ -47,6 +55,7 @@ from promotion.ports import (
     EVERY_PROMOTION,
     CopyClaimed,
     OpenPromotionExists,
+    Page,
     PromotionFilter,
     PromotionNotFound,
     PromotionPage,
@@ -61,6 +70,9 @@ _BATCH = 100  # operations in one entity-group transaction, at most
 # Parameters must stand between single spaces: the SDK substitutes whitespace-separated words.
 _BETWEEN = "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi"
 
+_MIGRATED = "meta|open-work"
+# What a conditional write answers when the row it expects is gone, changed, or there already.
+_CONFLICTS = ("EntityAlreadyExists", "UpdateConditionNotSatisfied", "ResourceNotFound")
 _ADD_ATTEMPTS = 5  # an add retries only when the open promotion it collided with closed meanwhile
 # A storage outage must answer 503 within seconds, not after azure-core's defaults (10 retries, 300-second reads).
 CLIENT_OPTIONS: dict[str, Any] = {"retry_total": 2, "connection_timeout": 5, "read_timeout": 20}
@@ -111,7 +123,8 @@ class TablePromotionStore:
 
         if (connection_string is None) == (endpoint is None):
             raise ValueError("give either a connection string or a table endpoint")
-        options = {**CLIENT_OPTIONS, **(client_options or {})}
+        self.reads = records.Reads()
+        options = {**CLIENT_OPTIONS, "raw_response_hook": self._count_read, **(client_options or {})}
         if connection_string is not None:
             self._service = TableServiceClient.from_connection_string(connection_string, **options)
         else:
@@ -123,6 +136,14 @@ class TablePromotionStore:
         self._table_name = table_name
         self._client: Any = None
         self._client_lock = threading.Lock()
+
+    def _count_read(self, response: Any) -> None:
+        """Every HTTP request that reads (a GET: a query page or an entity), with the entities it brought back."""
+        if response.http_request.method != "GET":
+            return
+        body = response.http_response.text() if response.http_response.status_code == 200 else ""
+        # Each entity of a JSON answer carries one "odata.etag" key; property values cannot hold its bare quotes.
+        self.reads.count(1, body.count('"odata.etag"'))
 
     @property
     def url(self) -> str:
@@ -140,6 +161,8 @@ class TablePromotionStore:
         lock = _lock_key(promotion)
         if lock:
             operations.append(("create", _lock_entity(lock, promotion.id)))
+        if promotion.state in records.OPEN_WORK_STATES:
+            operations.append(("upsert", _work_entity(promotion)))
         for _ in range(_ADD_ATTEMPTS):
             try:
                 results = self._table().submit_transaction(operations)
@@ -211,6 +234,21 @@ class TablePromotionStore:
             found = [held[row["RowKey"][2:]] for row in rows if row["RowKey"][2:] in held]
         return PromotionPage(found, records.encode_continuation(following) if following else None)
 
+    def open_promotions(self, states: Iterable[State]) -> list[Promotion]:
+        found = []
+        for state in records.open_work_states(states):
+            prefix = f"w|p|{state.value}|"
+            for row in self._between(prefix, prefix[:-1] + _END):
+                try:
+                    promotion = self.get(row["promotion_id"])
+                except PromotionNotFound:
+                    promotion = None
+                if promotion is None or promotion.state is not state:
+                    self._drop_stale(row)
+                    continue
+                found.append(promotion)
+        return sorted(found, key=lambda promotion: (promotion.created_at, promotion.id))
+
     @_available
     def save(self, promotion: Promotion, events: Sequence[LifecycleEvent] = ()) -> Promotion:
         from azure.data.tables import TableErrorCode, TableTransactionError
@@ -232,8 +270,14 @@ class TablePromotionStore:
                 operations.append(("delete", {"PartitionKey": PARTITION, "RowKey": old_lock}))
             if new_lock:
                 operations.append(("create", _lock_entity(new_lock, promotion.id)))
+        optional = []
+        if stored.state is not promotion.state:
+            if stored.state in records.OPEN_WORK_STATES:
+                optional.append(("delete", _work_key(PARTITION, stored)))
+            if promotion.state in records.OPEN_WORK_STATES:
+                operations.append(("upsert", _work_entity(promotion)))
         try:
-            results = self._table().submit_transaction(operations)
+            results = self._submit(operations, optional)
         except TableTransactionError as error:
             if error.error_code == TableErrorCode.UPDATE_CONDITION_NOT_SATISFIED:
                 raise StaleRevision(f"promotion {promotion.id} changed since it was read") from error
@@ -247,12 +291,14 @@ class TablePromotionStore:
 
     @_available
     def record_decision(self, decision: Decision) -> bool:
-        from azure.core.exceptions import ResourceExistsError
+        from azure.data.tables import TableErrorCode, TableTransactionError
 
         try:
-            self._table().create_entity(_decision_entity(decision))
-        except ResourceExistsError:
-            return False
+            self._table().submit_transaction([("create", _decision_entity(decision)), ("upsert", _by_time(decision))])
+        except TableTransactionError as error:
+            if error.error_code == TableErrorCode.ENTITY_ALREADY_EXISTS:
+                return False
+            raise
         return True
 
     @_available
@@ -260,6 +306,26 @@ class TablePromotionStore:
         prefix = f"d|{records.model_scope(model)}|"
         entities = self._between(prefix, prefix[:-1] + _END)
         return records.oldest_first([records.decision_from_record(entity) for entity in entities])
+
+    @_available
+    def purge_decisions(self, *, before: datetime) -> int:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceNotFoundError
+
+        removed = 0
+        operations: list[tuple] = []
+        for row in list(self._between("t|", f"t|{records.stamp(before)}")):
+            operations.append(("delete", {"PartitionKey": PARTITION, "RowKey": row["RowKey"]}))
+            try:
+                decision = self._table().get_entity(PARTITION, row["decision"])
+            except ResourceNotFoundError:
+                continue  # purged already
+            if decision["decided_at"] < records.stamp(before):  # not replaced by a later decision of its cause
+                condition = {"etag": decision.metadata["etag"], "match_condition": MatchConditions.IfNotModified}
+                operations.append(("delete", {"PartitionKey": PARTITION, "RowKey": row["decision"]}, condition))
+                removed += 1
+        self._delete_all(operations)
+        return removed
 
     # -- registry copies
 
@@ -279,19 +345,32 @@ class TablePromotionStore:
         return sorted(wanted, key=lambda copy: (copy.started_at, copy.model))
 
     @_available
+    def copies_in_flight(self) -> list[RegistryCopy]:
+        found = []
+        for row in self._between("w|c|", "w|c" + _END):
+            copy = self.copy(ModelRef.from_text(row["model"]))
+            if copy is None or copy.state not in records.COPIES_IN_FLIGHT:
+                self._drop_stale(row)
+                continue
+            found.append(copy)
+        return sorted(found, key=lambda copy: (copy.started_at, copy.model))
+
+    @_available
+    def copies_page(self, *, page_size: int, continuation: str | None = None) -> Page[RegistryCopy]:
+        rows, token = self._page([("c|", "c" + _END)], page_size, continuation)
+        return Page([_copy_from_entity(row) for row in rows], token)
+
+    @_available
     def claim_copy(self, copy: RegistryCopy, *, replacing: RegistryCopy | None = None) -> RegistryCopy:
-        from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-        from azure.data.tables import UpdateMode
+        from azure.data.tables import TableTransactionError
 
         entity = _copy_entity(copy)
+        claim = ("create", entity) if replacing is None else _if_unchanged("update", entity, replacing.revision)
         try:
-            if replacing is None:
-                result = self._table().create_entity(entity)
-            else:
-                condition = {"etag": replacing.revision, "match_condition": MatchConditions.IfNotModified}
-                result = self._table().update_entity(entity, mode=UpdateMode.REPLACE, **condition)
-        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as error:
+            (result, *_) = self._submit([claim, *_copy_work(copy)])
+        except TableTransactionError as error:
+            if error.error_code not in _CONFLICTS:
+                raise
             stored = self.copy(copy.model)
             if stored is None:
                 raise StaleRevision(f"the copy of {copy.model} changed while it was claimed") from error
@@ -304,12 +383,13 @@ class TablePromotionStore:
     ) -> RegistryCopy:
         from azure.data.tables import TableErrorCode, TableTransactionError, UpdateMode
 
-        operations: list[tuple] = [_if_unchanged("update", _copy_entity(copy), copy.revision)]
+        operations: list[tuple] = [_if_unchanged("update", _copy_entity(copy), copy.revision), *_copy_work(copy)]
         if decision is not None:
             operations.append(("upsert", _decision_entity(decision), {"mode": UpdateMode.REPLACE}))
+            operations.append(("upsert", _by_time(decision)))
         operations.extend(_event_operations(events))
         try:
-            results = self._table().submit_transaction(operations)
+            results = self._submit(operations, _copy_done(copy))
         except TableTransactionError as error:
             if error.error_code in (TableErrorCode.UPDATE_CONDITION_NOT_SATISFIED, TableErrorCode.RESOURCE_NOT_FOUND):
                 raise StaleRevision(f"the copy of {copy.model} changed since it was read") from error
@@ -319,33 +399,42 @@ class TablePromotionStore:
     @_available
     def release_copy(self, claimed: RegistryCopy, *, previous: RegistryCopy | None) -> None:
         from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
-        from azure.data.tables import UpdateMode
+        from azure.data.tables import TableTransactionError
 
-        table = self._table()
-        condition = {"etag": claimed.revision, "match_condition": MatchConditions.IfNotModified}
-        with contextlib.suppress(ResourceModifiedError, ResourceNotFoundError):  # not ours any more
-            if previous is None:
-                table.delete_entity(PARTITION, _copy_key(claimed.model), **condition)
-            else:
-                table.update_entity(_copy_entity(previous), mode=UpdateMode.REPLACE, **condition)
+        if previous is None:
+            condition = {"etag": claimed.revision, "match_condition": MatchConditions.IfNotModified}
+            operations = [("delete", {"PartitionKey": PARTITION, "RowKey": _copy_key(claimed.model)}, condition)]
+            optional = [("delete", _copy_work_key(claimed.model))]
+        else:
+            operations = [_if_unchanged("update", _copy_entity(previous), claimed.revision), *_copy_work(previous)]
+            optional = _copy_done(previous)
+        try:
+            self._submit(operations, optional)
+        except TableTransactionError as error:
+            if error.error_code not in _CONFLICTS:
+                raise
+            # not ours any more
 
     # -- the outbox of lifecycle events
 
     @_available
     def unpublished_events(self, *, limit: int) -> list[LifecycleEvent]:
-        found = []
-        for entity in self._between("o|", "o" + _END):  # keys sort oldest first
-            found.append(records.event_from_record(entity))
-            if len(found) == limit:
-                break
-        return found
+        rows = self._query(_BETWEEN, pk=PARTITION, lo="o|", hi="o" + _END, results_per_page=min(limit, 1000))
+        return [records.event_from_record(entity) for entity in itertools.islice(rows, limit)]  # oldest first
 
     @_available
     def events(self, *, unpublished_only: bool = False) -> list[LifecycleEvent]:
         ranges = [("o|", "o" + _END)] + ([] if unpublished_only else [("s|", "s" + _END)])
         found = [records.event_from_record(entity) for low, high in ranges for entity in self._between(low, high)]
         return records.in_order(found)
+
+    @_available
+    def events_page(
+        self, *, page_size: int, continuation: str | None = None, unpublished_only: bool = False
+    ) -> Page[LifecycleEvent]:
+        ranges = [("o|", "o" + _END)] + ([] if unpublished_only else [("s|", "s" + _END)])
+        rows, token = self._page(ranges, page_size, continuation)
+        return Page([records.event_from_record(row) for row in rows], token)
 
     @_available
     def mark_published(self, events: Sequence[LifecycleEvent], at: datetime) -> None:
@@ -370,12 +459,9 @@ class TablePromotionStore:
 
     @_available
     def purge_published(self, *, before: datetime) -> int:
-        from azure.core.exceptions import ResourceNotFoundError
 
-        old = list(self._between("s|", f"s|{records.stamp(before)}"))
-        for entity in old:
-            with contextlib.suppress(ResourceNotFoundError):  # another sweep deleted it first
-                self._table().delete_entity(PARTITION, entity["RowKey"])
+        old = list(self._between("s|", f"s|{records.stamp(before)}", select="RowKey"))
+        self._delete_all([("delete", {"PartitionKey": PARTITION, "RowKey": entity["RowKey"]}) for entity in old])
         return len(old)
 
     # -- drift in production: a finding and the event that reports it are one transaction
@@ -447,12 +533,103 @@ class TablePromotionStore:
 
     # -- helpers
 
-    def _query(self, query_filter: str, **parameters: str) -> Iterable[Any]:
-        return self._table().query_entities(query_filter, parameters=parameters)
+    def _query(self, query_filter: str, *, results_per_page: int | None = None, **parameters: str) -> Iterable[Any]:
+        options = {} if results_per_page is None else {"results_per_page": results_per_page}
+        return self._table().query_entities(query_filter, parameters=parameters, **options)
 
-    def _between(self, low: str, high: str) -> Iterable[Any]:
+    def _between(self, low: str, high: str, *, select: str | None = None) -> Iterable[Any]:
         """The rows whose keys run from `low` (included) to `high` (excluded), in key order."""
-        return self._query(_BETWEEN, pk=PARTITION, lo=low, hi=high)
+        options = {} if select is None else {"select": select}
+        return self._table().query_entities(_BETWEEN, parameters={"pk": PARTITION, "lo": low, "hi": high}, **options)
+
+    def _page(
+        self, ranges: list[tuple[str, str]], page_size: int, continuation: str | None
+    ) -> tuple[list[Any], str | None]:
+        """Up to `page_size` rows of these key ranges, in key order, after the row a continuation token names;
+        one more row is asked for, to know whether a next page exists."""
+        records.check_page_size(page_size)
+        after = records.page_position(continuation) if continuation else None
+        if after is not None and not isinstance(after, str):
+            raise ValueError("invalid continuation token: pass the one the previous page printed")
+        found: list[Any] = []
+        for low, high in ranges:
+            if after is not None and after >= high:
+                continue
+            want = page_size + 1 - len(found)
+            query = "PartitionKey eq @pk and RowKey gt @lo and RowKey lt @hi" if after and after >= low else _BETWEEN
+            low = after if after and after >= low else low
+            rows = self._query(query, pk=PARTITION, lo=low, hi=high, results_per_page=want)
+            found.extend(itertools.islice(rows, want))
+            if len(found) > page_size:
+                return found[:page_size], records.page_token(found[page_size - 1]["RowKey"])
+        return found, None
+
+    def _submit(self, operations: list[tuple], optional: Sequence[tuple] = ()) -> list[Any]:
+        """One transaction. `optional` deletes of index rows are dropped when their row is missing (a table written
+        by an older version of the app, or a row already dropped as stale), and the transaction is tried again."""
+        from azure.core.exceptions import ResourceNotFoundError
+        from azure.data.tables import TableErrorCode, TableTransactionError
+
+        try:
+            return self._table().submit_transaction([*operations, *optional])
+        except TableTransactionError as error:
+            if error.error_code != TableErrorCode.RESOURCE_NOT_FOUND or not optional:
+                raise
+            held = []
+            for operation in optional:
+                with contextlib.suppress(ResourceNotFoundError):
+                    self._table().get_entity(PARTITION, operation[1]["RowKey"], select="RowKey")
+                    held.append(operation)
+            if len(held) == len(optional):
+                raise
+            return self._table().submit_transaction([*operations, *held])
+
+    def _delete_all(self, deletes: list[tuple]) -> None:
+        """Deletes in transactions of up to 100; when one fails (another sweep deleted a row first, or a row
+        changed), its deletes are done one by one, skipping what fails."""
+        from azure.data.tables import TableTransactionError
+
+        for start in range(0, len(deletes), _BATCH):
+            batch = deletes[start : start + _BATCH]
+            try:
+                self._table().submit_transaction(batch)
+            except TableTransactionError:
+                for delete in batch:
+                    with contextlib.suppress(TableTransactionError):
+                        self._table().submit_transaction([delete])
+
+    def _drop_stale(self, row: Any) -> None:
+        """An index row whose item has moved on without it (an older version of the app wrote the move)."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+        condition = {"etag": row.metadata["etag"], "match_condition": MatchConditions.IfNotModified}
+        with contextlib.suppress(ResourceModifiedError, ResourceNotFoundError):
+            self._table().delete_entity(PARTITION, row["RowKey"], **condition)
+
+    def _migrate(self, table: Any) -> None:
+        """A table written before the open-work and decision-time rows existed gets them, from one full read.
+
+        Runs once per store, before its first request; the marker row makes it a single point read afterwards.
+        Every write of this version keeps the rows right, and two stores migrating at once write the same rows.
+        """
+        from azure.core.exceptions import ResourceNotFoundError
+
+        with contextlib.suppress(ResourceNotFoundError):
+            table.get_entity(PARTITION, _MIGRATED)
+            return
+        rows: list[tuple] = []
+        for entity in table.query_entities(_BETWEEN, parameters={"pk": PARTITION, "lo": "c|", "hi": "t|"}):
+            kind, key = entity["RowKey"][:2], entity["RowKey"]
+            if kind == "p|" and key.count("|") == 1 and State(entity["state"]) in records.OPEN_WORK_STATES:
+                rows.append(("upsert", _work_entity(records.promotion_from_record(entity, (), ""))))
+            elif kind == "c|" and CopyState(entity["state"]) in records.COPIES_IN_FLIGHT:
+                rows.append(("upsert", _copy_work_entity(ModelRef(entity["model_name"], entity["model_version"]))))
+            elif kind == "d|":
+                rows.append(("upsert", _by_time(records.decision_from_record(entity))))
+        for start in range(0, len(rows), _BATCH):
+            table.submit_transaction(rows[start : start + _BATCH])
+        table.upsert_entity({"PartitionKey": PARTITION, "RowKey": _MIGRATED, "version": 1})
 
     def _promotions(self, query_filter: str, **parameters: str) -> list[Promotion]:
         """Promotions with their history, from a query over promotion and history rows."""
@@ -501,7 +678,9 @@ class TablePromotionStore:
                 with contextlib.suppress(ResourceExistsError):  # another process created it first
                     self._service.create_table(self._table_name)
                 _created.add(key)
-        return self._service.get_table_client(self._table_name)
+        table = self._service.get_table_client(self._table_name)
+        self._migrate(table)
+        return table
 
 
 def _if_unchanged(operation: str, entity: dict[str, Any], etag: str | None) -> tuple:
@@ -529,6 +708,39 @@ def _lock_key(promotion: Promotion) -> str | None:
 
 def _lock_entity(lock: str, promotion_id: str) -> dict[str, Any]:
     return {"PartitionKey": PARTITION, "RowKey": lock, "promotion_id": promotion_id}
+
+
+def _work_key(partition: str, promotion: Promotion) -> dict[str, Any]:
+    return {"PartitionKey": partition, "RowKey": f"w|p|{promotion.state.value}|{promotion.id}"}
+
+
+def _work_entity(promotion: Promotion) -> dict[str, Any]:
+    return {**_work_key(PARTITION, promotion), "promotion_id": promotion.id}
+
+
+def _copy_work_key(model: ModelRef) -> dict[str, Any]:
+    return {"PartitionKey": PARTITION, "RowKey": f"w|c|{model}"}
+
+
+def _copy_work_entity(model: ModelRef) -> dict[str, Any]:
+    return {**_copy_work_key(model), "model": str(model)}
+
+
+def _copy_work(copy: RegistryCopy) -> list[tuple]:
+    """The index row a copy under way needs, in the transaction that writes it."""
+    return [("upsert", _copy_work_entity(copy.model))] if copy.state in records.COPIES_IN_FLIGHT else []
+
+
+def _copy_done(copy: RegistryCopy) -> list[tuple]:
+    """The index row a finished copy no longer needs."""
+    return [] if copy.state in records.COPIES_IN_FLIGHT else [("delete", _copy_work_key(copy.model))]
+
+
+def _by_time(decision: Decision) -> dict[str, Any]:
+    """The row that finds a decision by its time, for the retention sweep (keys of any length: a digest)."""
+    row = _decision_entity(decision)["RowKey"]
+    digest = hashlib.sha256(row.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return {"PartitionKey": PARTITION, "RowKey": f"t|{records.stamp(decision.decided_at)}|{digest}", "decision": row}
 
 
 def _cause_key(cause: str) -> str:

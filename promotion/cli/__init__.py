@@ -20,6 +20,8 @@ from promotion.domain import MODEL_TYPES, InvalidName, ModelRef, ModelVersion
 from promotion.policy import Policy, PolicyError
 from promotion.settings import SettingsError, with_local_settings
 
+PAGE_SIZE = 100  # what `copies list` and `events list` print at once; the rest is paged, never loaded whole
+
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
@@ -78,17 +80,21 @@ def _parser() -> argparse.ArgumentParser:
     reconcile.set_defaults(run=run_reconcile)
 
     copies = commands.add_parser("copies", help="registry copies").add_subparsers(required=True, metavar="ACTION")
-    listing = copies.add_parser("list", help="every copy and its state")
+    listing = copies.add_parser("list", help="the copies and their states, one page at a time, by model")
     listing.add_argument("--json", action="store_true", help="print JSON")
+    _paging(listing)
     listing.set_defaults(run=copies_list)
     copies.add_parser("advance", help="take every copy under way one step further (as the timer does)").set_defaults(
         run=copies_advance
     )
 
     events = commands.add_parser("events", help="lifecycle events").add_subparsers(required=True, metavar="ACTION")
-    listing = events.add_parser("list", help="the outbox, with each event's publish state")
+    listing = events.add_parser(
+        "list", help="the outbox, one page at a time: unpublished events oldest first, then the published ones"
+    )
     listing.add_argument("--unpublished", action="store_true", help="only events not published yet")
     listing.add_argument("--json", action="store_true", help="print JSON")
+    _paging(listing)
     listing.set_defaults(run=events_list)
     events.add_parser("publish", help="publish what is unpublished, now").set_defaults(run=events_publish)
 
@@ -153,6 +159,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(run=run_serve)
     return parser
+
+
+def _paging(listing: argparse.ArgumentParser) -> None:
+    listing.add_argument(
+        "--page-size", type=_page_size, default=PAGE_SIZE, metavar="N", help=f"1-1000, default {PAGE_SIZE}"
+    )
+    listing.add_argument("--continuation", metavar="TOKEN", help="the token the previous page printed")
+
+
+def _page_size(text: str) -> int:
+    if not text.strip().isdigit() or not 1 <= int(text) <= 1000:
+        raise argparse.ArgumentTypeError("a whole number from 1 to 1000")
+    return int(text)
 
 
 def _print_json(value: Any) -> None:
@@ -252,13 +271,27 @@ def run_reconcile(args: argparse.Namespace) -> int:
     return 1 if report.errors else 0
 
 
+def _page(args: argparse.Namespace, read: Any) -> Any:
+    """One page of a listing, as the store reads it (never the whole history); the next page's token goes to stderr,
+    so that stdout stays one JSON document with --json."""
+    try:
+        return read(page_size=args.page_size, continuation=args.continuation)
+    except ValueError as error:
+        raise CommandError(str(error)) from error
+
+
+def _next_page(args: argparse.Namespace, page: Any) -> None:
+    if page.continuation:
+        print(f"more: add --continuation {page.continuation} for the next {args.page_size}", file=sys.stderr)
+
+
 def copies_list(args: argparse.Namespace) -> int:
-    copies = wiring.store().copies()
+    page = _page(args, wiring.store().copies_page)
     if args.json:
-        _print_json([{"model": str(copy.model), **copy.to_json()} for copy in copies])
-        return 0
-    for copy in copies:
+        _print_json([{"model": str(copy.model), **copy.to_json()} for copy in page.items])
+    for copy in [] if args.json else page.items:
         print(f"{copy.model}  {copy.step}  started by {copy.cause}{f'  ({copy.error})' if copy.error else ''}")
+    _next_page(args, page)
     return 0
 
 
@@ -274,13 +307,14 @@ def copies_advance(args: argparse.Namespace) -> int:
 
 
 def events_list(args: argparse.Namespace) -> int:
-    events = wiring.store().events(unpublished_only=args.unpublished)
+    store = wiring.store()
+    page = _page(args, lambda **paging: store.events_page(unpublished_only=args.unpublished, **paging))
     if args.json:
-        _print_json([event.to_json() for event in events])
-        return 0
-    for event in events:
+        _print_json([event.to_json() for event in page.items])
+    for event in [] if args.json else page.items:
         state = f"published {event.to_json()['published_at']}" if event.published_at else "unpublished"
         print(f"{event.to_json()['time']}  {event.type.value:<36} {event.subject}  {event.id}  {state}")
+    _next_page(args, page)
     return 0
 
 

@@ -30,7 +30,7 @@ from promotion.service.artifact import Voided
 from promotion.service.copies import advance_registry_copies
 from promotion.service.deployment import advance_deployments, deploy, fail_abandoned_job
 from promotion.service.drift import detect_drift
-from promotion.service.lifecycle import publish_pending, publish_soon, purge_published
+from promotion.service.lifecycle import publish_pending, publish_soon, purge_decisions, purge_published
 from promotion.service.propagation import consider, propagate
 from promotion.service.reconcile import backtest, reconcile
 from promotion.service.status import model_status
@@ -57,6 +57,7 @@ __all__ = [
     "propagate",
     "publish_pending",
     "publish_soon",
+    "purge_decisions",
     "purge_published",
     "reconcile",
     "reject",

@@ -229,7 +229,7 @@ def expire_stale_requests(
 ) -> list[Promotion]:
     """Expire every pending request older than production.approval_ttl_hours (run by the timer)."""
     expired = []
-    for promotion in store.list(state=State.PENDING_APPROVAL):
+    for promotion in store.open_promotions([State.PENDING_APPROVAL]):  # never reads finished promotions
         with logs.fields(promotion_id=promotion.id, model=promotion.model):
             try:
                 if _expire_if_due(promotion, rules, store, source, clock):

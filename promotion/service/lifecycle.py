@@ -107,3 +107,12 @@ def purge_published(store: PromotionStore, *, retention: timedelta, clock: Clock
     if removed:
         log.info("removed %d lifecycle events published more than %s ago", removed, retention)
     return removed
+
+
+def purge_decisions(store: PromotionStore, *, retention: timedelta, clock: Clock) -> int:
+    """Forget decisions about events older than the retention (PROMOTION_DECISIONS_RETENTION_DAYS, always more than
+    Event Grid's 24 hours of redelivery). Promotions and their history are the audit trail and are never purged."""
+    removed = store.purge_decisions(before=clock() - retention)
+    if removed:
+        log.info("removed %d decisions made more than %s ago", removed, retention)
+    return removed

@@ -1,5 +1,6 @@
 """publish_lifecycle_events: sends the outbox of lifecycle events to the Event Grid topic, oldest first, and
-removes published events after PROMOTION_EVENTS_RETENTION_DAYS. Every change also tries to publish at once;
+removes published events after PROMOTION_EVENTS_RETENTION_DAYS and decisions after
+PROMOTION_DECISIONS_RETENTION_DAYS. Every change also tries to publish at once;
 this timer sends whatever that attempt did not, such as everything recorded while the topic was down."""
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ def publish_lifecycle_events(timer: func.TimerRequest) -> None:
     from promotion import service, wiring
 
     store = wiring.store()
-    # First: what was published long ago goes, even while the topic is down.
-    service.purge_published(store, retention=wiring.settings().events_retention, clock=wiring.clock())
+    # First: what was published or decided long ago goes, even while the topic is down.
+    settings = wiring.settings()
+    service.purge_published(store, retention=settings.events_retention, clock=wiring.clock())
+    service.purge_decisions(store, retention=settings.decisions_retention, clock=wiring.clock())
     publisher = wiring.publisher()  # a misconfigured topic raises here, naming the setting
     if publisher is None:
         return

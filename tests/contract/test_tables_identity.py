@@ -2,6 +2,7 @@
 
 Azurite accepts tokens only over HTTPS, so this checks the requests at the HTTP boundary instead."""
 
+import re
 import time
 
 import pytest
@@ -50,11 +51,13 @@ def test_wiring_builds_an_identity_store(monkeypatch):
 def test_requests_carry_the_credential_token():
     host = "https://promotionsacct.table.core.windows.net"
     responses.post(f"{host}/Tables", status=201, json={"TableName": "promotions"})
+    marker = {"PartitionKey": "promotions", "RowKey": "meta|open-work", "odata.etag": 'W/"1"', "version": 1}
+    responses.get(re.compile(re.escape(f"{host}/promotions(PartitionKey=")), json=marker)  # the table is migrated
     responses.get(f"{host}/promotions()", json={"value": []})
     credential = StaticToken()
     store = TablePromotionStore(endpoint=host, credential=credential)
     with pytest.raises(PromotionNotFound):
         store.get("00000000-0000-4000-8000-000000000000")
-    assert [call.request.method for call in responses.calls] == ["POST", "GET"]
+    assert [call.request.method for call in responses.calls] == ["POST", "GET", "GET"]
     assert {call.request.headers["Authorization"] for call in responses.calls} == {"Bearer token-from-managed-identity"}
     assert credential.scopes == ("https://storage.azure.com/.default",)

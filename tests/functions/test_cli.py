@@ -689,3 +689,51 @@ def test_the_cli_reads_local_settings_json_at_the_app_root_and_the_environment_w
     os.environ["PROMOTION_LOCAL_ROOT"] = str(app_root.parent / "elsewhere")  # the environment wins over the file
     code, _, err = run(capsys, "policy", "check", "--name", "taxi-fare", "--version", "1")
     assert code == EXIT_USAGE and "taxi-fare:1 is not in the staging workspace" in err
+
+
+# --- paging ----------------------------------------------------------------------------------------
+
+
+def _pages(capsys, *argv):
+    """Every page of a listing, following the tokens the command prints, and how many pages there were."""
+    found, pages, token = [], 0, None
+    while True:
+        code, out, err = run(capsys, *argv, *(["--continuation", token] if token else []))
+        assert code == 0, err
+        found += json.loads(out)
+        pages += 1
+        if "--continuation" not in err:
+            return found, pages
+        token = err.split("--continuation ", 1)[1].split()[0]
+
+
+def test_copies_and_events_list_page_through_history(local_app, capsys):
+    for version in range(1, 6):
+        share(local_app, ModelRef("taxi-fare", str(version)))
+    copies, pages = _pages(capsys, "copies", "list", "--json", "--page-size", "2")
+    assert [copy["model"] for copy in copies] == [f"taxi-fare:{version}" for version in range(1, 6)] and pages == 3
+    events, pages = _pages(capsys, "events", "list", "--json", "--page-size", "4")
+    assert len(events) == len({event["id"] for event in events}) == 5 and pages == 2
+    code, out, err = run(capsys, "copies", "list", "--page-size", "3")
+    assert code == 0 and len(out.splitlines()) == 3 and "more: add --continuation " in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["copies", "list", "--continuation", "not-a-token"], "invalid continuation token"),
+        (["events", "list", "--continuation", "bm9wZQ"], "invalid continuation token"),
+    ],
+)
+def test_a_bad_page_is_one_clear_line_with_exit_2(local_app, capsys, argv, message):
+    code, out, err = run(capsys, *argv)
+    assert code == EXIT_USAGE and message in err and out == ""
+    one_clear_line(err)
+
+
+@pytest.mark.parametrize("size", ["0", "1001", "many", "-3"])
+def test_a_page_size_out_of_range_is_a_usage_error(local_app, capsys, size):
+    with pytest.raises(SystemExit) as exited:
+        main(["events", "list", "--page-size", size])
+    assert exited.value.code == EXIT_USAGE
+    assert "argument --page-size: a whole number from 1 to 1000" in capsys.readouterr().err

@@ -131,6 +131,7 @@ BAD_VALUES = [
     ("PROMOTION_COPY_TIMEOUT_MINUTES", "-15"),
     ("PROMOTION_EVENTS_RETENTION_DAYS", f"30{SECRET}"),
     ("PROMOTION_EVENTS_RETENTION_DAYS", "0"),
+    ("PROMOTION_DECISIONS_RETENTION_DAYS", f"7{SECRET}"),
 ]
 
 
@@ -315,7 +316,24 @@ def test_events_retention_days(value, expected):
     assert Settings.from_env(env).events_retention == expected
 
 
-@pytest.mark.parametrize("name", ["PROMOTION_COPY_TIMEOUT_MINUTES", "PROMOTION_EVENTS_RETENTION_DAYS"])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, timedelta(days=7)), (" 2 ", timedelta(days=2)), ("1.5", timedelta(hours=36)), ("365", timedelta(days=365))],
+)
+def test_decisions_retention_days(value, expected):
+    env = {**AZURE} if value is None else {**AZURE, "PROMOTION_DECISIONS_RETENTION_DAYS": value}
+    assert Settings.from_env(env).decisions_retention == expected
+
+
+@pytest.mark.parametrize("value", ["1", "0.99", "0.5", "1.0"])
+def test_decisions_are_kept_longer_than_event_grids_day_of_redelivery(value):
+    with pytest.raises(SettingsError, match="PROMOTION_DECISIONS_RETENTION_DAYS must be more than 1 day: Event Grid"):
+        azure(PROMOTION_DECISIONS_RETENTION_DAYS=value)
+
+
+@pytest.mark.parametrize(
+    "name", ["PROMOTION_COPY_TIMEOUT_MINUTES", "PROMOTION_EVENTS_RETENTION_DAYS", "PROMOTION_DECISIONS_RETENTION_DAYS"]
+)
 @pytest.mark.parametrize("value", ["0", "-1", "-0.5", "abc", "nan", "NaN", "inf", "-inf", "1e300", "1,5", "true"])
 def test_durations_must_be_positive_numbers(name, value):
     with pytest.raises(SettingsError, match=f"setting {name} must be a positive number") as refused:
