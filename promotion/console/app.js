@@ -311,7 +311,7 @@ function requestedTags(artifact, registry) {
       : null,
     el(
       "details",
-      { id: "requested-tags", open: !changes.length && Object.keys(artifact.tags || {}).length <= 8 },
+      { id: "requested-tags" },
       el("summary", { text: "Tags as seen at request time" }),
       tagList(artifact.tags),
       omitted ? el("p", { class: "muted", text: `${omitted} more tag(s) were too large to record` }) : null,
