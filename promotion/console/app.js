@@ -227,13 +227,13 @@ async function loadDetail() {
     ? `Promotion of ${ref.name}:${ref.version}`
     : `Model ${ref.name}:${ref.version}`;
   $("detail-body").replaceChildren(
-    promotion ? promotionPanel(promotion) : null,
+    promotion ? promotionPanel(promotion, status) : null,
     status ? statusPanels(status, promotion) : el("p", { class: "muted", text: "Nothing is known about this model version." }),
   );
   section.hidden = false;
 }
 
-function promotionPanel(p) {
+function promotionPanel(p, status) {
   const rows = [
     ["State", state(p.state)],
     ["Requested by", p.requested_by],
@@ -243,17 +243,79 @@ function promotionPanel(p) {
   ];
   if (p.state === "pending_approval") rows.push(["Expires", timeLeft(p)]);
   if (p.rejected_by) rows.push(["Rejected by", p.rejected_by]);
-  if (p.error) rows.push(["Error", p.error]);
+  if (p.error) rows.push([p.state === "voided" ? "Voided because" : "Error", p.error]);
   if (p.deployment && p.deployment.endpoint) {
     rows.push(["Deployment", `${p.deployment.endpoint} / ${p.deployment.deployment}`]);
   }
+  if (p.artifact) rows.push(["Artifact", fingerprint(p.artifact.fingerprint)]);
   return el(
     "div",
     { class: "panel", id: "promotion", "data-state": p.state },
     el("dl", {}, rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)])),
+    p.state === "voided" ? el("p", { class: "muted", text: "Nothing deploys from a voided promotion: request production sharing again to start over." }) : null,
+    p.artifact ? requestedTags(p.artifact, status && status.registry) : null,
     actions(p),
     el("h3", { text: "History" }),
     historyTable(p.history),
+  );
+}
+
+// The fingerprint in short (enough to tell two apart at a glance), the whole value one click away.
+function fingerprint(value) {
+  const text = String(value || "");
+  const short = text.replace(/^(sha256:[0-9a-f]{12})[0-9a-f]+$/, "$1…");
+  if (short === text) return el("code", { class: "fingerprint", text });
+  return el(
+    "details",
+    { class: "fingerprint" },
+    el("summary", {}, el("code", { title: text, text: short })),
+    el("code", { class: "full", text }),
+  );
+}
+
+// Tags recorded at request time that differ now, and new ones (only when none was left out of the record, since
+// a tag left out cannot be told from a new one): the same comparison the API makes before each approval.
+function tagChanges(recorded, omitted, current) {
+  const before = recorded || {};
+  const names = new Set(Object.keys(before));
+  if (!omitted) Object.keys(current).forEach((name) => names.add(name));
+  return [...names]
+    .sort()
+    .filter((name) => before[name] !== current[name])
+    .map((name) => ({ name, requested: before[name] ?? null, now: current[name] ?? null }));
+}
+
+function changeList(changes) {
+  const shown = (value) => (value === null || value === undefined ? "(not set)" : value);
+  return el(
+    "ul",
+    { class: "changes" },
+    changes.map((c) => el("li", {}, el("code", { text: c.name }), ": ", el("span", { class: "was", text: shown(c.requested) }), " → ", el("span", { class: "now", text: shown(c.now) }))),
+  );
+}
+
+function requestedTags(artifact, registry) {
+  const omitted = artifact.tags_omitted || 0;
+  const changes = registry ? tagChanges(artifact.tags, omitted, registry.tags || {}) : [];
+  return el(
+    "div",
+    { id: "artifact" },
+    changes.length
+      ? el(
+          "div",
+          { class: "changed", id: "tag-changes", role: "note" },
+          el("h3", { text: "Tags changed since the request" }),
+          el("p", { class: "muted", text: "What the registry says now differs from what was recorded when production sharing was requested:" }),
+          changeList(changes),
+        )
+      : null,
+    el(
+      "details",
+      { id: "requested-tags" },
+      el("summary", { text: "Tags as seen at request time" }),
+      tagList(artifact.tags),
+      omitted ? el("p", { class: "muted", text: `${omitted} more tag(s) were too large to record` }) : null,
+    ),
   );
 }
 
@@ -310,7 +372,7 @@ function historyTable(history) {
             el("td", { text: when(entry.at) }),
             el("td", { text: entry.actor }),
             el("td", { text: entry.action }),
-            el("td", { text: (entry.detail && (entry.detail.comment || entry.detail.reason)) || "" }),
+            el("td", {}, (entry.detail && (entry.detail.comment || entry.detail.reason)) || "", differences(entry.detail)),
           ),
         ),
       ),
@@ -318,10 +380,62 @@ function historyTable(history) {
   );
 }
 
+// What an approval or a void recorded about the registry version: both fingerprints, the parts that differ, and
+// the tag differences the approver saw.
+function differences(detail) {
+  if (!detail) return null;
+  const tags = Object.entries(detail.tags_changed || {}).map(([name, c]) => ({ name, requested: c.requested, now: c.now }));
+  const content = detail.fingerprint_requested && detail.fingerprint_now !== detail.fingerprint_requested;
+  if (!tags.length && !detail.fingerprint_requested) return null;
+  return el(
+    "div",
+    { class: "differences" },
+    detail.fingerprint_requested
+      ? el(
+          "dl",
+          {},
+          el("dt", { text: "At request" }), el("dd", {}, fingerprint(detail.fingerprint_requested)),
+          el("dt", { text: "Now" }), el("dd", {}, detail.fingerprint_now ? fingerprint(detail.fingerprint_now) : "the version is gone"),
+          content && (detail.changed_parts || []).length ? [el("dt", { text: "Differs in" }), el("dd", { text: detail.changed_parts.join(", ") })] : null,
+        )
+      : null,
+    tags.length ? [el("p", { class: "muted", text: "Tags changed since the request:" }), changeList(tags)] : null,
+  );
+}
+
 function tagList(tags) {
   const entries = Object.entries(tags || {});
   if (!entries.length) return el("p", { class: "muted", text: "no tags" });
   return el("dl", { class: "tags" }, entries.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
+}
+
+// A finding's expected or actual state, as text: {"traffic": {"blue": 90}} reads "traffic: blue 90%".
+function described(state) {
+  const parts = Object.entries(state || {}).map(([key, value]) => {
+    if (value === null || value === undefined) return `${key}: none`;
+    if (typeof value !== "object") return `${key}: ${value}`;
+    const inner = Object.entries(value).map(([k, v]) => `${k} ${v}${key === "traffic" ? "%" : ""}`);
+    return `${key}: ${inner.length ? inner.join(", ") : "none"}`;
+  });
+  return parts.length ? parts.join("; ") : "—";
+}
+
+function driftList(findings) {
+  if (!findings.length) return el("p", { class: "muted", text: "no open drift finding" });
+  return el(
+    "ul",
+    { id: "drift", class: "drift" },
+    findings.map((f) =>
+      el(
+        "li",
+        { "data-kind": f.kind },
+        el("strong", { text: String(f.kind).replace(/_/g, " ") }),
+        ` on ${f.endpoint}${f.deployment ? ` / ${f.deployment}` : ""} since ${when(f.detected_at)}`,
+        f.promotion_id ? [" · ", link({ promotion: f.promotion_id }, "its promotion")] : null,
+        el("dl", {}, el("dt", { text: "Expected" }), el("dd", { text: described(f.expected) }), el("dt", { text: "Actual" }), el("dd", { text: described(f.actual) })),
+      ),
+    ),
+  );
 }
 
 function panel(title, id, ...children) {
@@ -351,6 +465,8 @@ function statusPanels(s, promotion) {
         : el("p", { class: "muted", text: "not deployed" }),
       el("h3", { text: "Production serves now" }),
       serving.length ? serving : el("p", { class: "muted", text: "no endpoint to show" }),
+      el("h3", { text: "Drift" }),
+      driftList(s.drift || []),
     ),
     panel(
       "Staging source",

@@ -326,3 +326,63 @@ def test_the_check_of_the_pages_javascript_can_fail(driver, served):
     open_console(driver, served)
     driver.execute_script("setTimeout(() => { throw new Error('a planted failure') }, 0)")
     wait(driver, lambda d: (found := browser.script_errors(d)) and "a planted failure" in found[0], timeout=5)
+
+
+def test_a_tag_changed_after_the_request_is_shown_and_the_approval_still_counts(driver, served, local_app):
+    from tests.functions.conftest import backend
+
+    share(local_app, TAXI, tags={"stage": "candidate", "accuracy": "0.91"})
+    promotion_id = browser.post(served.url, "promotions", {"model_name": "taxi-fare", "model_version": "1"})["id"]
+    backend(local_app).registry.set_tags(TAXI, {"accuracy": "0.85", "notes": HOSTILE})
+
+    served.identity = ERIN
+    open_console(driver, served, f"?promotion={promotion_id}")
+    changes = find(driver, "#tag-changes").text
+    assert "accuracy: 0.91 → 0.85" in changes and f"notes: (not set) → {HOSTILE}" in changes
+    assert finds(driver, "main img") == []
+    assert find(driver, "#promotion .fingerprint code").get_attribute("title").startswith("sha256:")
+    decide(driver, "approve", "the new accuracy is fine")
+    notice(driver, "is approved")
+    assert served.wait_idle()
+    find(driver, "#refresh").click()
+    settled(driver)
+    promotion_state(driver, "deployed")
+    history = find(driver, "#promotion table.history").text
+    assert "Tags changed since the request:" in history and "accuracy: 0.91 → 0.85" in history
+
+
+def test_an_archived_version_is_voided_with_the_apis_refusal(driver, served, local_app):
+    from tests.functions.conftest import backend
+
+    share(local_app, TAXI)
+    promotion_id = browser.post(served.url, "promotions", {"model_name": "taxi-fare", "model_version": "1"})["id"]
+    backend(local_app).registry.set_archived(TAXI)
+
+    served.identity = ERIN
+    open_console(driver, served, f"?promotion={promotion_id}")
+    decide(driver, "approve")
+    notice(driver, "is voided and nothing will deploy: the version was archived in the registry")
+    find(driver, "#refresh").click()
+    settled(driver)
+    promotion_state(driver, "voided")
+    panel = find(driver, "#promotion").text
+    assert "Voided because" in panel and "the version was archived in the registry" in panel
+    assert finds(driver, "#approve") == [] and finds(driver, "#reject") == []
+    assert len(finds(driver, "#promotion table.history .differences .fingerprint")) == 2  # both fingerprints
+
+
+def test_drift_caused_by_hand_is_shown_next_to_what_production_serves(driver, served, local_app):
+    from promotion import service, wiring
+    from tests.functions.conftest import backend
+
+    share(local_app, TAXI)
+    browser.deploy_through_api(served, "1", ALICE, (ERIN,), "first release")
+    uri = "azureml://registries/r/models/taxi-fare/versions/1"
+    backend(local_app).production.deploy_by_hand("taxi-fare-prod", "hotfix", uri)
+    service.detect_drift(**wiring.drift_ports())
+
+    served.identity = ERIN
+    open_console(driver, served, "?model=taxi-fare&version=1")
+    drift = find(driver, "#production #drift").text
+    assert "unapproved model on taxi-fare-prod / hotfix since" in drift
+    assert "Actual" in drift and "model: taxi-fare:1" in drift
