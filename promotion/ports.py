@@ -269,12 +269,6 @@ class PromotionFilter:
 EVERY_PROMOTION = PromotionFilter()
 
 
-@dataclass(frozen=True)
-class PromotionPage:
-    promotions: list[Promotion]
-    continuation: str | None  # opaque; None on the last page
-
-
 MAX_PAGE_SIZE = 200
 
 
@@ -317,7 +311,7 @@ class PromotionStore(Protocol):
 
     def list_page(
         self, wanted: PromotionFilter = EVERY_PROMOTION, *, page_size: int = 50, continuation: str | None = None
-    ) -> PromotionPage:
+    ) -> Page[Promotion]:
         """One page of promotions, in promotion id order (new ids sort newest first, see domain.new_promotion_id),
         reading only that page's rows and their history. `continuation` is the token of the previous page; a page
         may hold fewer than `page_size` promotions while a continuation follows. Raises InvalidContinuation."""

@@ -95,16 +95,25 @@ class Reads:
             return self.requests, self.rows
 
 
+MAX_TOKEN_LENGTH = 2048
+INVALID_TOKEN = "invalid continuation token: pass the one the previous page printed"
+
+
 def page_token(position: Any) -> str:
     """An opaque continuation token for a position in a listing (each store knows its own positions)."""
-    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+    return base64.urlsafe_b64encode(json.dumps(position, sort_keys=True).encode()).decode().rstrip("=")
 
 
-def page_position(token: str) -> Any:
+def page_position(token: str, refusal: str = INVALID_TOKEN) -> Any:
+    """The position a token from `page_token` holds; InvalidContinuation (a ValueError) with `refusal` otherwise."""
+    from promotion.ports import InvalidContinuation
+
     try:
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise ValueError(token)
         return json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (binascii.Error, ValueError, UnicodeDecodeError) as error:
-        raise ValueError("invalid continuation token: pass the one the previous page printed") from error
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise InvalidContinuation(refusal) from None
 
 
 def check_page_size(page_size: int) -> int:
@@ -136,22 +145,18 @@ def page_filter(wanted: Any) -> tuple[list[str], list[str]]:
     return [f"{column} = ?" for column in wanted], list(wanted.values())
 
 
-def encode_continuation(position: Mapping[str, Any]) -> str:
-    """An opaque continuation token: where the next page starts, as the store knows it."""
-    return base64.urlsafe_b64encode(json.dumps(position, sort_keys=True).encode()).decode().rstrip("=")
-
-
 def decode_continuation(token: str, *fields: str) -> Any:
-    """The position a token holds (the value of one field, or a dict of several); InvalidContinuation otherwise."""
+    """The position a promotions page token holds (the value of one field, or a dict of several)."""
     from promotion.ports import InvalidContinuation
 
+    refusal = "continuation: not a token this listing gave out"
+    position = page_position(token, refusal)
     try:
-        position = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         values = {name: position[name] for name in fields}
-        if not all(isinstance(value, str) for value in values.values()) or len(token) > 2048:
+        if not all(isinstance(value, str) for value in values.values()):
             raise ValueError(token)
     except (ValueError, KeyError, TypeError):
-        raise InvalidContinuation("continuation: not a token this listing gave out") from None
+        raise InvalidContinuation(refusal) from None
     return values[fields[0]] if len(fields) == 1 else values
 
 

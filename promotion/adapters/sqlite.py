@@ -26,11 +26,11 @@ from promotion.domain import CopyState, Decision, DriftFinding, LifecycleEvent, 
 from promotion.ports import (
     EVERY_PROMOTION,
     CopyClaimed,
+    InvalidContinuation,
     OpenPromotionExists,
     Page,
     PromotionFilter,
     PromotionNotFound,
-    PromotionPage,
     StaleRevision,
     StoreUnavailable,
 )
@@ -213,7 +213,7 @@ class SqlitePromotionStore:
 
     def list_page(
         self, wanted: PromotionFilter = EVERY_PROMOTION, *, page_size: int = 50, continuation: str | None = None
-    ) -> PromotionPage:
+    ) -> Page[Promotion]:
         where, params = records.page_filter(wanted)
         if continuation is not None:
             where.append("id > ?")
@@ -223,7 +223,7 @@ class SqlitePromotionStore:
             rows = db.execute(query, [*params, page_size + 1]).fetchall()
             found = [self._from_row(db, row) for row in rows[:page_size]]
         more = len(rows) > page_size
-        return PromotionPage(found, records.encode_continuation({"after": found[-1].id}) if more else None)
+        return Page(found, records.page_token({"after": found[-1].id}) if more else None)
 
     def open_promotions(self, states: Iterable[State]) -> list[Promotion]:
         wanted = [state.value for state in records.open_work_states(states)]
@@ -293,7 +293,7 @@ class SqlitePromotionStore:
         records.check_page_size(page_size)
         after = records.page_position(continuation) if continuation else ""
         if not isinstance(after, str):
-            raise ValueError("invalid continuation token: pass the one the previous page printed")
+            raise InvalidContinuation(records.INVALID_TOKEN)
         query = f"SELECT * FROM copies WHERE {_COPY_KEY} > ? ORDER BY {_COPY_KEY} LIMIT ?"
         with self._transaction(write=False) as db:
             rows = [_copy_from_row(row) for row in db.execute(query, (after, page_size + 1)).fetchall()]
@@ -367,7 +367,7 @@ class SqlitePromotionStore:
         records.check_page_size(page_size)
         after = records.page_position(continuation) if continuation else ["o", "", ""]
         if not (isinstance(after, list) and len(after) == 3 and after[0] in ("o", "s")):
-            raise ValueError("invalid continuation token: pass the one the previous page printed")
+            raise InvalidContinuation(records.INVALID_TOKEN)
         phases = [("o", "published_at IS NULL", "at")] + (
             [] if unpublished_only else [("s", "published_at >= ''", "published_at")]
         )

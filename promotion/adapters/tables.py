@@ -54,11 +54,11 @@ from promotion.domain import CopyState, Decision, DriftFinding, LifecycleEvent, 
 from promotion.ports import (
     EVERY_PROMOTION,
     CopyClaimed,
+    InvalidContinuation,
     OpenPromotionExists,
     Page,
     PromotionFilter,
     PromotionNotFound,
-    PromotionPage,
     StaleRevision,
     StoreUnavailable,
 )
@@ -204,7 +204,7 @@ class TablePromotionStore:
     @_available
     def list_page(
         self, wanted: PromotionFilter = EVERY_PROMOTION, *, page_size: int = 50, continuation: str | None = None
-    ) -> PromotionPage:
+    ) -> Page[Promotion]:
         # The service pages the promotion rows only (history rows have no model_name), in key order, and hands
         # back its own continuation (next PartitionKey and RowKey).
         terms, values = records.page_filter(wanted)
@@ -232,7 +232,7 @@ class TablePromotionStore:
             first, last = rows[0]["RowKey"], rows[-1]["RowKey"]
             held = {p.id: p for p in self._promotions(_BETWEEN, pk=PARTITION, lo=first, hi=last + _END)}
             found = [held[row["RowKey"][2:]] for row in rows if row["RowKey"][2:] in held]
-        return PromotionPage(found, records.encode_continuation(following) if following else None)
+        return Page(found, records.page_token(following) if following else None)
 
     def open_promotions(self, states: Iterable[State]) -> list[Promotion]:
         found = []
@@ -550,7 +550,7 @@ class TablePromotionStore:
         records.check_page_size(page_size)
         after = records.page_position(continuation) if continuation else None
         if after is not None and not isinstance(after, str):
-            raise ValueError("invalid continuation token: pass the one the previous page printed")
+            raise InvalidContinuation(records.INVALID_TOKEN)
         found: list[Any] = []
         for low, high in ranges:
             if after is not None and after >= high:

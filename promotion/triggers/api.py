@@ -271,7 +271,7 @@ def list_promotions(req: func.HttpRequest) -> func.HttpResponse:
         page_size=int(size_text),
         continuation=req.params.get("continuation") or None,
     )
-    return _json(200, {"promotions": [p.to_json() for p in page.promotions], "continuation": page.continuation})
+    return _json(200, {"promotions": [p.to_json() for p in page.items], "continuation": page.continuation})
 
 
 @bp.function_name("who_am_i")

@@ -224,8 +224,8 @@ def test_pages_follow_the_id_order_and_read_only_what_matches(store: PromotionSt
     seen, token, sizes = [], None, []
     while True:
         page = store.list_page(PromotionFilter(model_name="credit-risk"), page_size=3, continuation=token)
-        seen += page.promotions
-        sizes.append(len(page.promotions))
+        seen += page.items
+        sizes.append(len(page.items))
         token = page.continuation
         if token is None:
             break
@@ -234,13 +234,13 @@ def test_pages_follow_the_id_order_and_read_only_what_matches(store: PromotionSt
     assert seen[3].history == store.get("id-03").history and len(seen[3].history) == 2  # history comes along
 
     pending_only = store.list_page(PromotionFilter(State.PENDING_APPROVAL, "credit-risk"), page_size=50)
-    assert [p.id for p in pending_only.promotions] == [f"id-{n:02d}" for n in (0, 1, 2, 4, 5, 6)]
+    assert [p.id for p in pending_only.items] == [f"id-{n:02d}" for n in (0, 1, 2, 4, 5, 6)]
     assert pending_only.continuation is None
-    assert [p.id for p in store.list_page(PromotionFilter(model_name="credit-risk", model_version="5")).promotions] == [
+    assert [p.id for p in store.list_page(PromotionFilter(model_name="credit-risk", model_version="5")).items] == [
         "id-05"
     ]
-    assert [p.id for p in store.list_page(PromotionFilter(State.APPROVED)).promotions] == ["id-03"]
-    assert store.list_page(PromotionFilter(model_name="credit")).promotions == []  # a name, not a prefix
+    assert [p.id for p in store.list_page(PromotionFilter(State.APPROVED)).items] == ["id-03"]
+    assert store.list_page(PromotionFilter(model_name="credit")).items == []  # a name, not a prefix
 
 
 def test_a_continuation_the_store_never_gave_is_refused(store: PromotionStore) -> None:
